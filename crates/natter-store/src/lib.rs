@@ -1,0 +1,254 @@
+//! The storage contract: a [`Store`] trait of domain operations that the
+//! core calls, the errors they return, and (behind the `conformance`
+//! feature) the one suite that every backend must pass.
+//!
+//! The operations are domain operations, not generic CRUD, so that each
+//! backend can do one operation in one transaction with the SQL its
+//! database is best at: appending a message assigns its sequence number,
+//! checks membership, deduplicates on `client_id` and moves the sender's
+//! read marker, atomically.
+//!
+//! Invariants every backend keeps (the conformance suite checks them):
+//! - sequence numbers in a conversation start at 1 and are gap-free and
+//!   strictly increasing, whatever the concurrency;
+//! - an operation's future resolves only after its commit has returned, so
+//!   a caller that acknowledges after `await` never acknowledges data that
+//!   could be lost;
+//! - read markers only move forward and never pass the last message;
+//! - stores persist and never publish: notifying sessions is the hub's job.
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use async_trait::async_trait;
+pub use natter_types as types;
+use natter_types::{
+    Body, ClientId, Contact, ContactGroups, ContactName, Conversation, ConversationId,
+    ConversationSummary, Credentials, DisplayName, GroupTitle, Member, Message, MessageId, Role,
+    Session, SessionId, Timestamp, User, UserId, Username,
+};
+
+/// What can go wrong in a store, in domain terms. Backend errors that the
+/// caller cannot act on are folded into [`StoreError::Backend`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value is taken: a username, for instance.
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// The conversation, user or message named does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The user is not a member of the conversation.
+    #[error("not a member of the conversation")]
+    NotMember,
+    /// A `client_id` was reused for a message to another conversation.
+    #[error("client_id already used for a message in another conversation")]
+    ClientIdReused,
+    /// The database failed or could not be reached.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: Username,
+    pub display_name: Option<DisplayName>,
+    pub credentials: Credentials,
+    pub now: Timestamp,
+}
+
+/// A new log-in session; `token_hash` is the SHA-256 of the bearer token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub token_hash: [u8; 32],
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewGroup {
+    pub id: ConversationId,
+    pub title: GroupTitle,
+    pub owner: UserId,
+    /// Other members, without the owner; duplicates are ignored.
+    pub members: Vec<UserId>,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    pub sender: UserId,
+    pub client_id: ClientId,
+    pub body: Body,
+    pub now: Timestamp,
+}
+
+/// The result of [`Store::append_message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub message: Message,
+    /// `false` when the `client_id` had been seen and the original message
+    /// is returned instead of storing a duplicate.
+    pub created: bool,
+}
+
+/// A page of history, always returned in ascending sequence order.
+///
+/// With `after`, the page is the first `limit` messages after it; otherwise
+/// it is the last `limit` messages before `before` (or the newest ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub before: Option<i64>,
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+/// Keyset position in a conversation list: the list is ordered by last
+/// activity, newest first, then by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConversationCursor {
+    pub last_activity_at: Timestamp,
+    pub id: ConversationId,
+}
+
+/// Domain operations on durable state. Implementations are cheap to share
+/// (`Arc<dyn Store>`) and safe to call from many tasks at once.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers; used by `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // --- accounts -------------------------------------------------------
+
+    /// Creates an account; `Conflict("username")` if the name is taken.
+    async fn create_user(&self, new: NewUser) -> StoreResult<User>;
+    async fn user_by_username(&self, username: &Username) -> StoreResult<Option<User>>;
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>>;
+    async fn users_by_username(&self, usernames: &[Username]) -> StoreResult<Vec<User>>;
+    async fn credentials(&self, id: UserId) -> StoreResult<Option<Credentials>>;
+    async fn set_display_name(&self, id: UserId, name: Option<DisplayName>) -> StoreResult<User>;
+    /// Replaces the credentials and, in the same transaction, revokes every
+    /// session of the user except `keep`.
+    async fn set_credentials(
+        &self,
+        id: UserId,
+        credentials: Credentials,
+        keep: Option<SessionId>,
+    ) -> StoreResult<()>;
+    /// Users whose username starts with `query` or whose display name
+    /// contains it, case-insensitively, ordered by username.
+    async fn search_users(&self, query: &str, limit: u32) -> StoreResult<Vec<User>>;
+
+    // --- sessions -------------------------------------------------------
+
+    async fn create_session(&self, new: NewSession) -> StoreResult<Session>;
+    /// The session holding this token hash, if any, with its user. Expiry
+    /// is the caller's check: the store does not know the time.
+    async fn session_by_token(&self, token_hash: &[u8; 32])
+    -> StoreResult<Option<(Session, User)>>;
+    /// Sessions of the user that have not expired at `now`, newest first.
+    async fn list_sessions(&self, user: UserId, now: Timestamp) -> StoreResult<Vec<Session>>;
+    /// Deletes one session; `false` if the user has no such session.
+    async fn revoke_session(&self, user: UserId, id: SessionId) -> StoreResult<bool>;
+    /// Deletes sessions that expired before `now`; returns how many.
+    async fn purge_expired_sessions(&self, now: Timestamp) -> StoreResult<u64>;
+
+    // --- contacts -------------------------------------------------------
+
+    /// Adds or updates a contact; returns it and whether it is new.
+    async fn put_contact(
+        &self,
+        owner: UserId,
+        contact: UserId,
+        name: Option<ContactName>,
+        groups: ContactGroups,
+        now: Timestamp,
+    ) -> StoreResult<(Contact, bool)>;
+    async fn remove_contact(&self, owner: UserId, contact: UserId) -> StoreResult<bool>;
+    /// The contact list, ordered by username.
+    async fn list_contacts(&self, owner: UserId) -> StoreResult<Vec<Contact>>;
+
+    // --- conversations --------------------------------------------------
+
+    /// The direct conversation of two distinct users, created on first use.
+    /// Returns whether it was created. Concurrent calls for the same pair
+    /// return the same conversation.
+    async fn direct_conversation(
+        &self,
+        a: UserId,
+        b: UserId,
+        now: Timestamp,
+    ) -> StoreResult<(Conversation, bool)>;
+    async fn create_group(&self, new: NewGroup) -> StoreResult<Conversation>;
+    async fn conversation(&self, id: ConversationId) -> StoreResult<Option<Conversation>>;
+    async fn rename_group(
+        &self,
+        id: ConversationId,
+        title: GroupTitle,
+    ) -> StoreResult<Conversation>;
+    /// Members ordered by join time, then username.
+    async fn members(&self, id: ConversationId) -> StoreResult<Vec<Member>>;
+    async fn member_role(&self, id: ConversationId, user: UserId) -> StoreResult<Option<Role>>;
+    /// Adds a member with `role`, or changes the role of an existing one.
+    /// Returns whether the member was added. A new member's read marker
+    /// starts at the conversation's last message.
+    async fn set_member(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        role: Role,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Removes a member; `false` if they were not one. When the last owner
+    /// of a group leaves, the longest-standing admin, or else member,
+    /// becomes owner, so a group with members always has an owner.
+    async fn remove_member(&self, id: ConversationId, user: UserId) -> StoreResult<bool>;
+    /// The user's conversations, most recently active first, starting after
+    /// `after` in that order.
+    async fn list_conversations(
+        &self,
+        user: UserId,
+        after: Option<ConversationCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConversationSummary>>;
+
+    // --- messages -------------------------------------------------------
+
+    /// Appends a message, assigning the next sequence number, unless the
+    /// sender already sent one with this `client_id`: then the original is
+    /// returned as it is now (`created: false`), or `ClientIdReused` if the
+    /// original is in another conversation. Fails with `NotMember`
+    /// if the sender is not a member, `NotFound` if there is no such
+    /// conversation. The sender's read marker moves to the new message.
+    async fn append_message(&self, new: NewMessage) -> StoreResult<Appended>;
+    async fn messages(&self, id: ConversationId, query: HistoryQuery) -> StoreResult<Vec<Message>>;
+    async fn message(&self, id: ConversationId, seq: i64) -> StoreResult<Option<Message>>;
+    /// Replaces the body of a message that is not deleted; `None` if there
+    /// is no such live message.
+    async fn edit_message(
+        &self,
+        id: ConversationId,
+        seq: i64,
+        body: Body,
+        now: Timestamp,
+    ) -> StoreResult<Option<Message>>;
+    /// Turns a message into a tombstone; `None` if there is no such live
+    /// message.
+    async fn delete_message(
+        &self,
+        id: ConversationId,
+        seq: i64,
+        now: Timestamp,
+    ) -> StoreResult<Option<Message>>;
+    /// Moves the member's read marker forward to `seq`, clamped to the last
+    /// message; never backwards. Returns the marker after the call.
+    async fn mark_read(&self, id: ConversationId, user: UserId, seq: i64) -> StoreResult<i64>;
+}
