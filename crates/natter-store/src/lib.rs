@@ -154,11 +154,13 @@ pub trait Store: Send + Sync + 'static {
     /// is the caller's check: the store does not know the time.
     async fn session_by_token(&self, token_hash: &[u8; 32])
     -> StoreResult<Option<(Session, User)>>;
-    /// Sessions of the user that have not expired at `now`, newest first.
+    /// Sessions of the user that have not expired at `now`
+    /// (`expires_at > now`), newest first.
     async fn list_sessions(&self, user: UserId, now: Timestamp) -> StoreResult<Vec<Session>>;
     /// Deletes one session; `false` if the user has no such session.
     async fn revoke_session(&self, user: UserId, id: SessionId) -> StoreResult<bool>;
-    /// Deletes sessions that expired before `now`; returns how many.
+    /// Deletes sessions expired at `now` (`expires_at <= now`, the same
+    /// rule as [`Store::list_sessions`]); returns how many.
     async fn purge_expired_sessions(&self, now: Timestamp) -> StoreResult<u64>;
 
     // --- contacts -------------------------------------------------------

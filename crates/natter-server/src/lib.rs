@@ -1,0 +1,132 @@
+//! The `natter` server: configuration, the wiring of store, hub and
+//! transports, listeners and graceful shutdown.
+//!
+//! This is the only crate that knows every concrete backend: it picks the
+//! store from the database URL's scheme and hands the rest of the system a
+//! `dyn Store`. [`run`] takes listeners bound by the caller and a shutdown
+//! future, so tests bind port 0 and stop servers when they like.
+
+pub mod config;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use natter_core::Hub;
+use natter_http::{AppState, HttpConfig};
+use natter_store::Store;
+use tokio::net::TcpListener;
+
+pub use config::{Config, Overrides};
+
+/// Opens the store named by the configuration: `sqlite://PATH` (relative
+/// paths are relative to the working directory) or `postgres://…`.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let url = config.database_url();
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let path = Path::new(path);
+        let store = natter_store_sqlite::SqliteStore::open(path)
+            .with_context(|| format!("opening SQLite database {}", path.display()))?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = natter_store_postgres::PgStore::connect(&url)
+            .await
+            .context("connecting to PostgreSQL")?;
+        Ok(Arc::new(store))
+    } else {
+        anyhow::bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://…")
+    }
+}
+
+/// The process-wide Prometheus recorder. The `metrics` facade is global by
+/// design, so it is installed once even when a test runs many servers.
+fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed");
+                None
+            }
+        })
+        .clone()
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+/// requests finish and closes the store, so that everything acknowledged is
+/// committed before this returns.
+pub async fn run(
+    config: Config,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let hub = Hub::new(store, config.core());
+    let state = AppState {
+        hub: hub.clone(),
+        config: Arc::new(HttpConfig {
+            trust_forwarded_for: config.trust_forwarded_for,
+            ..HttpConfig::for_body_limit(config.limits.max_body_bytes)
+        }),
+        metrics: metrics_handle(),
+    };
+    let app = natter_http::router(state);
+
+    let purge = tokio::spawn(purge_sessions(hub.clone()));
+    tracing::info!(http = %http.local_addr()?, domain = %config.domain, "natter listening");
+    let served = axum::serve(
+        http,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    purge.abort();
+    drop(hub);
+    tracing::info!("natter stopped");
+    served.context("serving HTTP")
+}
+
+/// Removes expired sessions every hour, so the sessions table does not
+/// grow without bound.
+async fn purge_sessions(hub: Hub) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match hub.purge_expired_sessions().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "expired sessions purged"),
+            Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,358 @@
+//! The SQLite backend of Natter's [`Store`]: a single file, no server to
+//! run, and fast enough for a busy single-node deployment.
+//!
+//! SQLite allows one writer at a time, so the design follows from that:
+//!
+//! - every write is a job for **one writer thread** that owns the only
+//!   write connection and commits jobs in groups (`writer.rs`): no
+//!   "database is locked" between our own writers, one fsync per batch
+//!   instead of one per message, and a job's future resolves only after its
+//!   batch's `COMMIT` has returned;
+//! - reads go to a **small pool of read connections** (`readers.rs`),
+//!   which in WAL mode run alongside the writer without blocking it;
+//! - the schema is applied by embedded migrations when the store opens
+//!   (`migrate.rs`).
+//!
+//! [`SqliteStore`] is a handle: cloning it is cheap and every clone shares
+//! the same writer and readers. When the last clone is dropped, the writer
+//! finishes its queued jobs and closes the file before the drop returns.
+
+mod accounts;
+mod codec;
+mod conn;
+mod conversations;
+mod messages;
+mod migrate;
+mod readers;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use natter_store::{
+    Appended, ConversationCursor, HistoryQuery, NewGroup, NewMessage, NewSession, NewUser, Store,
+    StoreError, StoreResult,
+};
+use natter_types::{
+    Body, Contact, ContactGroups, ContactName, Conversation, ConversationId, ConversationSummary,
+    Credentials, DisplayName, GroupTitle, Member, Message, Role, Session, SessionId, Timestamp,
+    User, UserId, Username,
+};
+use rusqlite::Connection;
+
+use crate::readers::Readers;
+use crate::writer::Writer;
+
+/// Read connections per store. Reads are short point and range queries;
+/// four is plenty for a 2-core machine and cheap on a bigger one.
+const READERS: usize = 4;
+
+/// A [`Store`] on one SQLite database file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    // Dropped first: closing the writer joins its thread.
+    writer: Writer,
+    readers: Arc<Readers>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating the file (and its directory)
+    /// if needed, and brings its schema up to date.
+    ///
+    /// This blocks for as long as opening and migrating take; call it at
+    /// start-up (or from `spawn_blocking`).
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        // Both name a database private to one connection, which the other
+        // connections of the store would never see.
+        if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+            return Err(StoreError::Backend(format!(
+                "the SQLite store needs a file, not {:?}",
+                path.as_os_str()
+            )));
+        }
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!("creating directory {}: {e}", dir.display()))
+            })?;
+        }
+        let mut write_conn = conn::open_writer(path)?;
+        let applied = migrate::run(&mut write_conn)?;
+        if !applied.is_empty() {
+            tracing::info!(path = %path.display(), ?applied, "applied SQLite migrations");
+        }
+        let readers = Readers::open(path.to_owned(), READERS)?;
+        let writer = Writer::spawn(write_conn)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer,
+                readers,
+                path: path.to_owned(),
+            }),
+        })
+    }
+
+    /// The database file this store works on.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` in the writer thread, in the current batch's transaction
+    /// and its own savepoint; resolves after the transaction committed.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.inner.writer.write(f).await
+    }
+
+    /// Runs `f` on a pooled read connection, on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.inner.readers.read(f).await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(codec::db_error)
+        })
+        .await?;
+        // Ready means able to write: the writer must be alive and taking
+        // jobs. An empty job commits an empty transaction (no fsync).
+        if !self.inner.writer.is_running() {
+            return Err(StoreError::Backend("the SQLite writer has stopped".into()));
+        }
+        self.write(|_| Ok(())).await
+    }
+
+    // --- accounts -------------------------------------------------------
+
+    async fn create_user(&self, new: NewUser) -> StoreResult<User> {
+        self.write(move |c| accounts::create_user(c, &new)).await
+    }
+
+    async fn user_by_username(&self, username: &Username) -> StoreResult<Option<User>> {
+        let username = username.clone();
+        self.read(move |c| accounts::user_by_username(c, username.as_str()))
+            .await
+    }
+
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>> {
+        self.read(move |c| accounts::user_by_id(c, id)).await
+    }
+
+    async fn users_by_username(&self, usernames: &[Username]) -> StoreResult<Vec<User>> {
+        if usernames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let usernames = usernames.to_vec();
+        self.read(move |c| accounts::users_by_username(c, &usernames))
+            .await
+    }
+
+    async fn credentials(&self, id: UserId) -> StoreResult<Option<Credentials>> {
+        self.read(move |c| accounts::credentials(c, id)).await
+    }
+
+    async fn set_display_name(&self, id: UserId, name: Option<DisplayName>) -> StoreResult<User> {
+        self.write(move |c| accounts::set_display_name(c, id, name.as_ref()))
+            .await
+    }
+
+    async fn set_credentials(
+        &self,
+        id: UserId,
+        credentials: Credentials,
+        keep: Option<SessionId>,
+    ) -> StoreResult<()> {
+        self.write(move |c| accounts::set_credentials(c, id, &credentials, keep))
+            .await
+    }
+
+    async fn search_users(&self, query: &str, limit: u32) -> StoreResult<Vec<User>> {
+        let query = query.to_owned();
+        self.read(move |c| accounts::search_users(c, &query, limit))
+            .await
+    }
+
+    // --- sessions -------------------------------------------------------
+
+    async fn create_session(&self, new: NewSession) -> StoreResult<Session> {
+        self.write(move |c| accounts::create_session(c, &new)).await
+    }
+
+    async fn session_by_token(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> StoreResult<Option<(Session, User)>> {
+        let token_hash = *token_hash;
+        self.read(move |c| accounts::session_by_token(c, &token_hash))
+            .await
+    }
+
+    async fn list_sessions(&self, user: UserId, now: Timestamp) -> StoreResult<Vec<Session>> {
+        self.read(move |c| accounts::list_sessions(c, user, now))
+            .await
+    }
+
+    async fn revoke_session(&self, user: UserId, id: SessionId) -> StoreResult<bool> {
+        self.write(move |c| accounts::revoke_session(c, user, id))
+            .await
+    }
+
+    async fn purge_expired_sessions(&self, now: Timestamp) -> StoreResult<u64> {
+        self.write(move |c| accounts::purge_expired_sessions(c, now))
+            .await
+    }
+
+    // --- contacts -------------------------------------------------------
+
+    async fn put_contact(
+        &self,
+        owner: UserId,
+        contact: UserId,
+        name: Option<ContactName>,
+        groups: ContactGroups,
+        now: Timestamp,
+    ) -> StoreResult<(Contact, bool)> {
+        self.write(move |c| accounts::put_contact(c, owner, contact, name.as_ref(), &groups, now))
+            .await
+    }
+
+    async fn remove_contact(&self, owner: UserId, contact: UserId) -> StoreResult<bool> {
+        self.write(move |c| accounts::remove_contact(c, owner, contact))
+            .await
+    }
+
+    async fn list_contacts(&self, owner: UserId) -> StoreResult<Vec<Contact>> {
+        self.read(move |c| accounts::list_contacts(c, owner)).await
+    }
+
+    // --- conversations --------------------------------------------------
+
+    async fn direct_conversation(
+        &self,
+        a: UserId,
+        b: UserId,
+        now: Timestamp,
+    ) -> StoreResult<(Conversation, bool)> {
+        self.write(move |c| conversations::direct_conversation(c, a, b, now))
+            .await
+    }
+
+    async fn create_group(&self, new: NewGroup) -> StoreResult<Conversation> {
+        self.write(move |c| conversations::create_group(c, &new))
+            .await
+    }
+
+    async fn conversation(&self, id: ConversationId) -> StoreResult<Option<Conversation>> {
+        self.read(move |c| conversations::conversation(c, id)).await
+    }
+
+    async fn rename_group(
+        &self,
+        id: ConversationId,
+        title: GroupTitle,
+    ) -> StoreResult<Conversation> {
+        self.write(move |c| conversations::rename_group(c, id, &title))
+            .await
+    }
+
+    async fn members(&self, id: ConversationId) -> StoreResult<Vec<Member>> {
+        self.read(move |c| conversations::members(c, id)).await
+    }
+
+    async fn member_role(&self, id: ConversationId, user: UserId) -> StoreResult<Option<Role>> {
+        self.read(move |c| conversations::member_role(c, id, user))
+            .await
+    }
+
+    async fn set_member(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        role: Role,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        self.write(move |c| conversations::set_member(c, id, user, role, now))
+            .await
+    }
+
+    async fn remove_member(&self, id: ConversationId, user: UserId) -> StoreResult<bool> {
+        self.write(move |c| conversations::remove_member(c, id, user))
+            .await
+    }
+
+    async fn list_conversations(
+        &self,
+        user: UserId,
+        after: Option<ConversationCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConversationSummary>> {
+        self.read(move |c| conversations::list_conversations(c, user, after, limit))
+            .await
+    }
+
+    // --- messages -------------------------------------------------------
+
+    async fn append_message(&self, new: NewMessage) -> StoreResult<Appended> {
+        self.write(move |c| messages::append_message(c, &new)).await
+    }
+
+    async fn messages(&self, id: ConversationId, query: HistoryQuery) -> StoreResult<Vec<Message>> {
+        self.read(move |c| messages::messages(c, id, query)).await
+    }
+
+    async fn message(&self, id: ConversationId, seq: i64) -> StoreResult<Option<Message>> {
+        self.read(move |c| messages::message(c, id, seq)).await
+    }
+
+    async fn edit_message(
+        &self,
+        id: ConversationId,
+        seq: i64,
+        body: Body,
+        now: Timestamp,
+    ) -> StoreResult<Option<Message>> {
+        self.write(move |c| messages::edit_message(c, id, seq, &body, now))
+            .await
+    }
+
+    async fn delete_message(
+        &self,
+        id: ConversationId,
+        seq: i64,
+        now: Timestamp,
+    ) -> StoreResult<Option<Message>> {
+        self.write(move |c| messages::delete_message(c, id, seq, now))
+            .await
+    }
+
+    async fn mark_read(&self, id: ConversationId, user: UserId, seq: i64) -> StoreResult<i64> {
+        self.write(move |c| messages::mark_read(c, id, user, seq))
+            .await
+    }
+}

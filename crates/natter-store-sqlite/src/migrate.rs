@@ -1,0 +1,128 @@
+//! Schema migrations: the SQL files under `migrations/`, embedded in the
+//! binary and applied in order when a store is opened.
+//!
+//! Why a small runner of our own rather than refinery: refinery-core's
+//! `rusqlite` feature caps rusqlite at 0.41 (which would hold back the
+//! whole workspace's SQLite upgrades) and pulls in its config machinery
+//! (url, ICU, time, regex, walkdir) that this crate never uses. What we
+//! need fits in a page: an ordered list of `(version, name, sql)`, a
+//! `schema_migrations` table recording what was applied, and one
+//! `BEGIN IMMEDIATE` transaction around the whole run so that two processes
+//! opening the same fresh file cannot both apply a migration. The files keep
+//! refinery's `V<n>__<name>.sql` naming, so switching later is mechanical.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::codec::DbResultExt;
+use natter_store::{StoreError, StoreResult};
+
+/// One schema change. Versions are strictly increasing; a released
+/// migration is never edited, only followed by a new one.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../migrations/V1__init.sql"),
+}];
+
+/// Brings the schema up to date; returns the versions it applied.
+///
+/// Refuses a database whose recorded migrations this build does not know
+/// (written by a newer Natter, or by a different migration history), rather
+/// than running against a schema it does not understand.
+pub(crate) fn run(conn: &mut Connection) -> StoreResult<Vec<i64>> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .db()?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT    NOT NULL,
+             applied_at INTEGER NOT NULL
+         ) STRICT",
+    )
+    .db()?;
+
+    let mut applied_now = Vec::new();
+    for m in MIGRATIONS {
+        let recorded: Option<String> = tx
+            .query_row(
+                "SELECT name FROM schema_migrations WHERE version = ?1",
+                [m.version],
+                |r| r.get(0),
+            )
+            .optional()
+            .db()?;
+        match recorded {
+            Some(name) if name == m.name => continue,
+            Some(name) => {
+                return Err(StoreError::Backend(format!(
+                    "migration {} is recorded as {name:?} but this build calls it {:?}",
+                    m.version, m.name
+                )));
+            }
+            None => {}
+        }
+        tx.execute_batch(m.sql).map_err(|e| {
+            StoreError::Backend(format!("migration V{}__{} failed: {e}", m.version, m.name))
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![m.version, m.name, chrono::Utc::now().timestamp_micros()],
+        )
+        .db()?;
+        applied_now.push(m.version);
+    }
+
+    let latest = MIGRATIONS.last().map_or(0, |m| m.version);
+    let newest_recorded: i64 = tx
+        .query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .db()?;
+    if newest_recorded > latest {
+        return Err(StoreError::Backend(format!(
+            "database schema is at version {newest_recorded}, newer than this build ({latest})"
+        )));
+    }
+    tx.commit().db()?;
+    Ok(applied_now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_increase() {
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+        assert!(MIGRATIONS.first().is_some_and(|m| m.version == 1));
+    }
+
+    #[test]
+    fn applies_once() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(run(&mut conn).unwrap(), [1]);
+        assert!(run(&mut conn).unwrap().is_empty());
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        run(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)",
+            [],
+        )
+        .unwrap();
+        let err = run(&mut conn).unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+}
