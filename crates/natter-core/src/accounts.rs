@@ -12,6 +12,7 @@ use natter_types::{
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::realtime::Revoked;
 use crate::{Caller, CoreError, CoreResult, Hub, RegistrationMode, now, scram};
 
 /// Where a log-in comes from; used for throttling and shown in the
@@ -191,6 +192,7 @@ impl Hub {
         self.store()
             .revoke_session(caller.user.id, caller.session)
             .await?;
+        self.revoke_streams(caller.user.id, Revoked::One(caller.session));
         Ok(())
     }
 
@@ -201,6 +203,7 @@ impl Hub {
     /// Revokes one of the caller's sessions (possibly the current one).
     pub async fn revoke_session(&self, caller: &Caller, id: SessionId) -> CoreResult<()> {
         if self.store().revoke_session(caller.user.id, id).await? {
+            self.revoke_streams(caller.user.id, Revoked::One(id));
             Ok(())
         } else {
             Err(CoreError::not_found("session"))
@@ -229,6 +232,7 @@ impl Hub {
         self.store()
             .set_credentials(caller.user.id, credentials, Some(caller.session))
             .await?;
+        self.revoke_streams(caller.user.id, Revoked::AllBut(Some(caller.session)));
         Ok(())
     }
 
@@ -240,6 +244,7 @@ impl Hub {
         self.store()
             .set_credentials(user.id, credentials, None)
             .await?;
+        self.revoke_streams(user.id, Revoked::AllBut(None));
         Ok(())
     }
 

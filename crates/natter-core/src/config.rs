@@ -29,6 +29,9 @@ pub struct CoreConfig {
     pub login_failures_per_minute: u32,
     /// Most members a group may have.
     pub max_group_members: usize,
+    /// Items a real-time session may have queued before it counts as too
+    /// slow and is disconnected (to resume from its cursor).
+    pub stream_queue: usize,
 }
 
 impl Default for CoreConfig {
@@ -41,6 +44,7 @@ impl Default for CoreConfig {
             scram_iterations: 10_000,
             login_failures_per_minute: 10,
             max_group_members: 10_000,
+            stream_queue: 1024,
         }
     }
 }

@@ -62,6 +62,9 @@ impl Hub {
             .store()
             .direct_conversation(caller.user.id, peer.id, now())
             .await?;
+        if created {
+            self.wake_tailer();
+        }
         let members = self.store().members(conversation.id).await?;
         Ok(CreatedConversation {
             details: ConversationDetails {
@@ -115,6 +118,7 @@ impl Hub {
                 now: now(),
             })
             .await?;
+        self.wake_tailer();
         let members = self.store().members(conversation.id).await?;
         Ok(CreatedConversation {
             details: ConversationDetails {
@@ -186,7 +190,9 @@ impl Hub {
                 "only admins and owners can rename a group",
             ));
         }
-        Ok(self.store().rename_group(id, title).await?)
+        let renamed = self.store().rename_group(id, title).await?;
+        self.wake_tailer();
+        Ok(renamed)
     }
 
     /// Adds a member to a group or changes a member's role. Returns whether
@@ -236,7 +242,9 @@ impl Hub {
                 ));
             }
         }
-        Ok(self.store().set_member(id, target.id, role, now()).await?)
+        let added = self.store().set_member(id, target.id, role, now()).await?;
+        self.wake_tailer();
+        Ok(added)
     }
 
     async fn ensure_other_owner(
@@ -297,6 +305,7 @@ impl Hub {
         if !self.store().remove_member(id, target.id).await? {
             return Err(CoreError::not_found("member"));
         }
+        self.wake_tailer();
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ mod config;
 mod conversations;
 mod error;
 mod messages;
+pub mod realtime;
 pub mod scram;
 mod throttle;
 
@@ -48,16 +49,19 @@ struct Inner {
     store: Arc<dyn Store>,
     config: CoreConfig,
     throttle: LoginThrottle,
+    realtime: realtime::Realtime,
 }
 
 impl Hub {
     pub fn new(store: Arc<dyn Store>, config: CoreConfig) -> Self {
         let throttle = LoginThrottle::new(config.login_failures_per_minute);
+        let realtime = realtime::Realtime::new(config.stream_queue);
         Self {
             inner: Arc::new(Inner {
                 store,
                 config,
                 throttle,
+                realtime,
             }),
         }
     }

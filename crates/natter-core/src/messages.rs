@@ -55,6 +55,9 @@ impl Hub {
             .await?;
         if appended.created {
             metrics::counter!("natter_messages_stored_total").increment(1);
+            self.wake_tailer();
+            self.stop_typing_on_send(conversation, &caller.user.username)
+                .await;
         }
         Ok(SendOutcome {
             message: appended.message,
@@ -154,10 +157,15 @@ impl Hub {
         body: Body,
     ) -> CoreResult<Message> {
         self.changeable(caller, conversation, seq, false).await?;
-        self.store()
+        let edited = self
+            .store()
             .edit_message(conversation, seq, body, now())
             .await?
-            .ok_or_else(|| CoreError::conflict("message_deleted", "the message has been deleted"))
+            .ok_or_else(|| {
+                CoreError::conflict("message_deleted", "the message has been deleted")
+            })?;
+        self.wake_tailer();
+        Ok(edited)
     }
 
     /// Deletes a message, leaving a tombstone in its place. Senders delete
@@ -169,10 +177,15 @@ impl Hub {
         seq: i64,
     ) -> CoreResult<Message> {
         self.changeable(caller, conversation, seq, true).await?;
-        self.store()
+        let deleted = self
+            .store()
             .delete_message(conversation, seq, now())
             .await?
-            .ok_or_else(|| CoreError::conflict("message_deleted", "the message has been deleted"))
+            .ok_or_else(|| {
+                CoreError::conflict("message_deleted", "the message has been deleted")
+            })?;
+        self.wake_tailer();
+        Ok(deleted)
     }
 
     /// Moves the caller's read marker forward; returns where it stands.
@@ -186,9 +199,11 @@ impl Hub {
             return Err(natter_types::ValidationError::new("seq", "must not be negative").into());
         }
         self.role_in(caller, conversation).await?;
-        Ok(self
+        let marker = self
             .store()
             .mark_read(conversation, caller.user.id, seq)
-            .await?)
+            .await?;
+        self.wake_tailer();
+        Ok(marker)
     }
 }

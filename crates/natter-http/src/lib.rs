@@ -12,6 +12,7 @@ mod conversations;
 pub mod error;
 mod extract;
 mod ops;
+pub mod realtime;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,8 +58,12 @@ impl HttpConfig {
 pub struct AppState {
     pub hub: Hub,
     pub config: Arc<HttpConfig>,
+    pub stream: Arc<realtime::StreamConfig>,
     /// Renders `/metrics`; `None` serves an empty page.
     pub metrics: Option<PrometheusHandle>,
+    /// Flips to `true` when the server shuts down, so that streams and
+    /// long-polls end promptly instead of holding the shutdown up.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(OpenApi)]
@@ -74,6 +79,7 @@ pub struct AppState {
         (name = "contacts", description = "The contact list (the XMPP roster)"),
         (name = "conversations", description = "Direct and group conversations and their members"),
         (name = "messages", description = "History, sending, edits, deletion and read markers"),
+        (name = "realtime", description = "Long-poll events and commands (the WebSocket stream at /api/v1/stream carries the same frames; see docs/protocol.md)"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -113,6 +119,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(conversations::send, conversations::history))
         .routes(routes!(conversations::edit, conversations::delete))
         .routes(routes!(conversations::mark_read))
+        .routes(routes!(realtime::poll, realtime::command))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .split_for_parts()
@@ -128,6 +135,7 @@ pub fn router(state: AppState) -> Router {
     let (api, doc) = api();
     let doc = Arc::new(doc);
     api.route("/metrics", axum::routing::get(ops::metrics))
+        .route("/api/v1/stream", axum::routing::get(realtime::stream))
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {

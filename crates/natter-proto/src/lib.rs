@@ -13,18 +13,20 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub mod stream;
+
 /// The API version in the path (`/api/v1`).
 pub const API_VERSION: &str = "v1";
 
 // ----- errors -------------------------------------------------------------
 
 /// Every error response has this shape.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorResponse {
     pub error: ErrorBody,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// A stable snake_case code for programs, e.g. `invalid_field`.
     #[schema(example = "invalid_field")]

@@ -29,6 +29,7 @@ pub struct Config {
     pub registration: Registration,
     pub limits: Limits,
     pub accounts: Accounts,
+    pub stream: StreamSettings,
     /// Take client IPs from `X-Forwarded-For`; only behind a trusted proxy.
     pub trust_forwarded_for: bool,
 }
@@ -49,6 +50,32 @@ pub struct Limits {
     pub login_failures_per_minute: u32,
     /// Most members of a group.
     pub max_group_members: usize,
+}
+
+/// The real-time stream (WebSocket and long-poll).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    /// Browser origins allowed to connect besides the server's own, e.g.
+    /// `["https://chat.example.org"]`; `["*"]` allows any.
+    pub allowed_origins: Vec<String>,
+    /// Commands a connection may send per second.
+    pub commands_per_second: u32,
+    /// Items queued for a session before it counts as too slow.
+    pub queue: usize,
+    /// Seconds between heartbeats; silent connections close after three.
+    pub heartbeat_secs: u64,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            commands_per_second: 50,
+            queue: CoreConfig::default().stream_queue,
+            heartbeat_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,6 +118,7 @@ impl Default for Config {
             registration: Registration::Open,
             limits: Limits::default(),
             accounts: Accounts::default(),
+            stream: StreamSettings::default(),
             trust_forwarded_for: false,
         }
     }
@@ -104,6 +132,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "registration",
     "limits",
     "accounts",
+    "stream",
     "trust_forwarded_for",
 ];
 
@@ -187,6 +216,7 @@ impl Config {
             scram_iterations: self.accounts.scram_iterations,
             login_failures_per_minute: self.limits.login_failures_per_minute,
             max_group_members: self.limits.max_group_members,
+            stream_queue: self.stream.queue.max(16),
         }
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use natter_core::Hub;
+use natter_http::realtime::StreamConfig;
 use natter_http::{AppState, HttpConfig};
 use natter_store::Store;
 use tokio::net::TcpListener;
@@ -70,13 +71,25 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let hub = Hub::new(store, config.core());
+    let realtime = hub
+        .start_realtime()
+        .await
+        .context("starting real-time delivery")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
         hub: hub.clone(),
         config: Arc::new(HttpConfig {
             trust_forwarded_for: config.trust_forwarded_for,
             ..HttpConfig::for_body_limit(config.limits.max_body_bytes)
         }),
+        stream: Arc::new(StreamConfig {
+            allowed_origins: config.stream.allowed_origins.clone(),
+            commands_per_second: config.stream.commands_per_second,
+            heartbeat: Duration::from_secs(config.stream.heartbeat_secs),
+            ..StreamConfig::for_body_limit(config.limits.max_body_bytes)
+        }),
         metrics: metrics_handle(),
+        shutdown: stop_rx,
     };
     let app = natter_http::router(state);
 
@@ -86,9 +99,14 @@ pub async fn run(
         http,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        // Streams and long-polls end now; plain requests finish.
+        let _ = stop_tx.send(true);
+    })
     .await;
     purge.abort();
+    drop(realtime);
     drop(hub);
     tracing::info!("natter stopped");
     served.context("serving HTTP")

@@ -13,12 +13,17 @@
 //!   an advisory lock so that several nodes may start at once
 //!   (see `src/migrate.rs`);
 //! - an optional schema (`search_path`) lets one database hold several
-//!   independent Natter data sets, which the tests use for isolation.
+//!   independent Natter data sets, which the tests use for isolation;
+//! - the event log orders events by `(transaction id, row id)` and shows
+//!   readers only the rows of transactions that have all finished, so that
+//!   positions follow commit order across connections and nodes (see
+//!   `src/events.rs`).
 //!
 //! Connections are plain TCP (`NoTls`) for now; TLS (rustls, never
 //! OpenSSL) can come later as an option.
 
 mod error;
+mod events;
 mod migrate;
 mod rows;
 mod store;
@@ -49,10 +54,19 @@ pub struct PgOptions {
     pub schema: Option<String>,
     /// The most connections the pool opens; they are opened on demand.
     pub pool_size: usize,
+    /// How long a read of the event log (`event_head`, `events_after`,
+    /// `user_events_after`) waits when events committed before it are held
+    /// back by an older transaction that is still open, anywhere on the
+    /// server. Reads normally wait a few milliseconds at most; after this
+    /// long a read answers without the held-back events (they follow in a
+    /// later read, never skipped) and logs a warning naming the open
+    /// transaction's id. See `src/events.rs`.
+    pub event_wait: Duration,
 }
 
 impl PgOptions {
     pub const DEFAULT_POOL_SIZE: usize = 16;
+    pub const DEFAULT_EVENT_WAIT: Duration = Duration::from_secs(1);
 }
 
 impl Default for PgOptions {
@@ -60,6 +74,7 @@ impl Default for PgOptions {
         Self {
             schema: None,
             pool_size: Self::DEFAULT_POOL_SIZE,
+            event_wait: Self::DEFAULT_EVENT_WAIT,
         }
     }
 }
@@ -69,6 +84,7 @@ impl Default for PgOptions {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    event_wait: Duration,
 }
 
 impl fmt::Debug for PgStore {
@@ -131,7 +147,10 @@ impl PgStore {
             .wait_timeout(Some(POOL_WAIT_TIMEOUT))
             .build()
             .map_err(backend)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            event_wait: options.event_wait,
+        })
     }
 }
 

@@ -16,35 +16,49 @@
 //!   promotes, so two owners leaving at once cannot leave a group without
 //!   an owner.
 //!
+//! Every write that changes something clients follow appends its events
+//! (encoded by `natter_store::event_codec`) in the same transaction, and
+//! only when it changed something: the statements that change state are
+//! guarded so that a no-op matches no row (`WHERE read_seq < target`,
+//! `ON CONFLICT .. DO UPDATE .. WHERE role <> EXCLUDED.role`, `WHERE title
+//! IS DISTINCT FROM ..`), and the event follows from what they return.
+//! Appending, editing and deleting a message insert their event from a
+//! data-modifying CTE of the statement they already run, so the log costs
+//! them no round trip. Reading the log is in `events.rs`.
+//!
 //! Futures resolve only after `COMMIT` has returned.
 
 use async_trait::async_trait;
 use deadpool_postgres::{Client, GenericClient, Transaction};
 use natter_store::{
-    Appended, ConversationCursor, HistoryQuery, NewGroup, NewMessage, NewSession, NewUser, Store,
-    StoreError, StoreResult,
+    Appended, ConversationCursor, HistoryQuery, NewGroup, NewMessage, NewSession, NewUser,
+    PresencePeer, Store, StoreError, StoreResult, event_codec,
 };
 use natter_types::{
     Body, Contact, ContactGroups, ContactName, Conversation, ConversationId, ConversationSummary,
-    Credentials, DisplayName, GroupTitle, Member, Message, Role, ScramKeys, Session, SessionId,
-    Timestamp, User, UserId, Username,
+    Credentials, DisplayName, Event, EventPos, GroupTitle, Member, Message, Role, ScramKeys,
+    Session, SessionId, Timestamp, User, UserId, Username,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row};
 
-use crate::PgStore;
 use crate::error::{backend, pg, pool};
 use crate::rows::{self, CONVERSATION_COLS, conversation_cols, get, message_cols, user_cols};
+use crate::{PgStore, events};
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
-async fn query<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> StoreResult<Vec<Row>> {
+pub(crate) async fn query<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: Params<'_>,
+) -> StoreResult<Vec<Row>> {
     let statement = c.prepare_cached(sql).await.map_err(pg)?;
     c.query(&statement, params).await.map_err(pg)
 }
 
 /// At most one row; more is a bug in the query and reported as such.
-async fn query_opt<C: GenericClient>(
+pub(crate) async fn query_opt<C: GenericClient>(
     c: &C,
     sql: &str,
     params: Params<'_>,
@@ -53,7 +67,11 @@ async fn query_opt<C: GenericClient>(
     c.query_opt(&statement, params).await.map_err(pg)
 }
 
-async fn execute<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> StoreResult<u64> {
+pub(crate) async fn execute<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: Params<'_>,
+) -> StoreResult<u64> {
     let statement = c.prepare_cached(sql).await.map_err(pg)?;
     c.execute(&statement, params).await.map_err(pg)
 }
@@ -135,6 +153,21 @@ const MESSAGE_BY_CLIENT_ID: &str = concat!(
 
 const CONVERSATION_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1)";
 
+/// The other members of user `$1`'s direct conversations: the people who
+/// see each other's presence without being contacts. Uses `members_user`,
+/// then the primary keys of conversations and members.
+macro_rules! direct_peers_sql {
+    () => {
+        concat!(
+            "SELECT peer.user_id FROM members me",
+            " JOIN conversations dc ON dc.id = me.conversation_id AND dc.kind = 'direct'",
+            " JOIN members peer ON peer.conversation_id = me.conversation_id",
+            "   AND peer.user_id <> me.user_id",
+            " WHERE me.user_id = $1"
+        )
+    };
+}
+
 /// The body of `list_conversations`, with or without a keyset condition.
 /// Columns: the conversation, the viewer's role and read marker, the member
 /// count, the peer of a direct conversation and the last message.
@@ -166,8 +199,15 @@ macro_rules! list_conversations_sql {
 }
 
 impl PgStore {
-    async fn conn(&self) -> StoreResult<Client> {
+    pub(crate) async fn conn(&self) -> StoreResult<Client> {
         self.pool.get().await.map_err(pool)
+    }
+
+    async fn conversation_exists<C: GenericClient>(c: &C, id: ConversationId) -> StoreResult<bool> {
+        match query_opt(c, CONVERSATION_EXISTS, &[&id.0]).await? {
+            Some(row) => get(&row, 0),
+            None => Ok(false),
+        }
     }
 
     /// The conversation exists: tells `NotFound` from `NotMember` once an
@@ -176,12 +216,7 @@ impl PgStore {
         c: &C,
         id: ConversationId,
     ) -> StoreResult<StoreError> {
-        let row = query_opt(c, CONVERSATION_EXISTS, &[&id.0]).await?;
-        let exists: bool = match &row {
-            Some(row) => get(row, 0)?,
-            None => false,
-        };
-        Ok(if exists {
+        Ok(if PgStore::conversation_exists(c, id).await? {
             StoreError::NotMember
         } else {
             StoreError::NotFound("conversation")
@@ -580,6 +615,7 @@ impl Store for PgStore {
             &[&id.0, &a.0, &b.0, &conversation.created_at],
         )
         .await?;
+        events::append(&tx, id, &event_codec::conversation_created(), now).await?;
         commit(tx).await?;
         Ok((conversation, true))
     }
@@ -613,6 +649,8 @@ impl Store for PgStore {
             &[&new.id.0, &new.owner.0, &others, &conversation.created_at],
         )
         .await?;
+        // The members come with the record: no member.added events.
+        events::append(&tx, new.id, &event_codec::conversation_created(), new.now).await?;
         commit(tx).await?;
         Ok(conversation)
     }
@@ -633,21 +671,56 @@ impl Store for PgStore {
     }
 
     /// Direct conversations have no title: renaming one is `NotFound`.
+    /// Renaming a group to the title it has changes nothing and appends
+    /// nothing.
     async fn rename_group(
         &self,
         id: ConversationId,
         title: GroupTitle,
     ) -> StoreResult<Conversation> {
         let c = self.conn().await?;
+        let event = event_codec::renamed(title.as_str());
+        let renamed = query_opt(
+            &c,
+            concat!(
+                "WITH c AS (",
+                "   UPDATE conversations AS c SET title = $2",
+                "   WHERE c.id = $1 AND c.kind = 'group' AND c.title IS DISTINCT FROM $2",
+                "   RETURNING *",
+                " ), ev AS (",
+                "   INSERT INTO events",
+                "     (conversation_id, kind, seq, payload, target_user_id, created_at)",
+                "   SELECT c.id, $3, $4::bigint, $5::text::jsonb, $6::bigint, $7::timestamptz",
+                "   FROM c",
+                " )",
+                " SELECT ",
+                conversation_cols!("c"),
+                " FROM c"
+            ),
+            &[
+                &id.0,
+                &title.as_str(),
+                &event.kind,
+                &event.seq,
+                &event.payload,
+                &event.target_user.map(|u| u.0),
+                &events::clock(),
+            ],
+        )
+        .await?;
+        if let Some(row) = renamed {
+            return rows::conversation(&row, 0);
+        }
+        // Already so titled (or no such group): read it after any
+        // concurrent rename that the update waited for.
         let row = query_opt(
             &c,
             concat!(
-                "UPDATE conversations AS c SET title = $2",
-                " WHERE c.id = $1 AND c.kind = 'group'",
-                " RETURNING ",
-                conversation_cols!("c")
+                "SELECT ",
+                conversation_cols!("c"),
+                " FROM conversations c WHERE c.id = $1 AND c.kind = 'group'"
             ),
-            &[&id.0, &title.as_str()],
+            &[&id.0],
         )
         .await?
         .ok_or(StoreError::NotFound("conversation"))?;
@@ -658,7 +731,7 @@ impl Store for PgStore {
         let c = self.conn().await?;
         query(
             &c,
-            "SELECT u.username, u.display_name, m.role, m.joined_at, m.read_seq
+            "SELECT u.username, u.display_name, m.role, m.joined_at, m.read_seq, m.delivered_seq
              FROM members m JOIN users u ON u.id = m.user_id
              WHERE m.conversation_id = $1
              ORDER BY m.joined_at, u.username",
@@ -672,6 +745,7 @@ impl Store for PgStore {
                 role: rows::role(get(row, 2)?)?,
                 joined_at: get(row, 3)?,
                 read_seq: get(row, 4)?,
+                delivered_seq: get(row, 5)?,
             })
         })
         .collect()
@@ -695,20 +769,46 @@ impl Store for PgStore {
         role: Role,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let c = self.conn().await?;
-        // No row back means no such conversation. `xmax = 0`: see
-        // `put_contact`.
-        let row = query_opt(
-            &c,
-            "INSERT INTO members (conversation_id, user_id, role, joined_at, read_seq)
-             SELECT c.id, $2, $3, $4, c.last_seq FROM conversations c WHERE c.id = $1
-             ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = EXCLUDED.role
-             RETURNING (xmax = 0)",
+        let mut c = self.conn().await?;
+        let tx = begin(&mut c).await?;
+        // A new member has read (and so received) everything before they
+        // joined. An existing member is only updated if the role changes;
+        // no row back means no change or no such conversation. `xmax = 0`:
+        // see `put_contact`.
+        let changed = query_opt(
+            &tx,
+            "WITH m AS (
+                 INSERT INTO members
+                     (conversation_id, user_id, role, joined_at, read_seq, delivered_seq)
+                 SELECT c.id, $2, $3, $4, c.last_seq, c.last_seq
+                 FROM conversations c WHERE c.id = $1
+                 ON CONFLICT (conversation_id, user_id) DO UPDATE SET role = EXCLUDED.role
+                 WHERE members.role <> EXCLUDED.role
+                 RETURNING user_id, (xmax = 0) AS inserted
+             )
+             SELECT m.inserted, u.username, u.display_name
+             FROM m JOIN users u ON u.id = m.user_id",
             &[&id.0, &user.0, &role.as_str(), &now],
         )
-        .await?
-        .ok_or(StoreError::NotFound("conversation"))?;
-        get(&row, 0)
+        .await?;
+        let Some(row) = changed else {
+            rollback(tx).await?;
+            return if PgStore::conversation_exists(&c, id).await? {
+                Ok(false)
+            } else {
+                Err(StoreError::NotFound("conversation"))
+            };
+        };
+        let inserted: bool = get(&row, 0)?;
+        let who = rows::user_ref(&row, 1)?.ok_or_else(|| backend("member without a user"))?;
+        let event = if inserted {
+            event_codec::member_added(&who, role)
+        } else {
+            event_codec::role_changed(&who.username, role)
+        };
+        events::append(&tx, id, &event, now).await?;
+        commit(tx).await?;
+        Ok(inserted)
     }
 
     async fn remove_member(&self, id: ConversationId, user: UserId) -> StoreResult<bool> {
@@ -729,7 +829,9 @@ impl Store for PgStore {
         let kind: String = get(&conv, 0)?;
         let Some(removed) = query_opt(
             &tx,
-            "DELETE FROM members WHERE conversation_id = $1 AND user_id = $2 RETURNING role",
+            "DELETE FROM members m USING users u
+             WHERE m.conversation_id = $1 AND m.user_id = $2 AND u.id = m.user_id
+             RETURNING m.role, u.username",
             &[&id.0, &user.0],
         )
         .await?
@@ -737,23 +839,32 @@ impl Store for PgStore {
             rollback(tx).await?;
             return Ok(false);
         };
+        let at = events::clock();
+        let name = rows::username(get(&removed, 1)?)?;
+        events::append(&tx, id, &event_codec::member_removed(user, &name), at).await?;
         if kind == "group" && rows::role(get(&removed, 0)?)? == Role::Owner {
             // The longest-standing admin, else member, unless an owner is
             // left; nothing if nobody is.
-            execute(
+            let promoted = query_opt(
                 &tx,
-                "UPDATE members SET role = 'owner'
-                 WHERE conversation_id = $1
+                "UPDATE members m SET role = 'owner'
+                 FROM users u
+                 WHERE m.conversation_id = $1 AND u.id = m.user_id
                    AND NOT EXISTS (
                        SELECT 1 FROM members o WHERE o.conversation_id = $1 AND o.role = 'owner')
-                   AND user_id = (
-                       SELECT m.user_id FROM members m JOIN users u ON u.id = m.user_id
-                       WHERE m.conversation_id = $1
-                       ORDER BY m.role = 'admin' DESC, m.joined_at, u.username
-                       LIMIT 1)",
+                   AND m.user_id = (
+                       SELECT n.user_id FROM members n JOIN users nu ON nu.id = n.user_id
+                       WHERE n.conversation_id = $1
+                       ORDER BY n.role = 'admin' DESC, n.joined_at, nu.username
+                       LIMIT 1)
+                 RETURNING u.username",
                 &[&id.0],
             )
             .await?;
+            if let Some(row) = promoted {
+                let name = rows::username(get(&row, 0)?)?;
+                events::append(&tx, id, &event_codec::role_changed(&name, Role::Owner), at).await?;
+            }
         }
         commit(tx).await?;
         Ok(true)
@@ -834,9 +945,11 @@ impl Store for PgStore {
         };
         let seq: i64 = get(&row, 0)?;
 
-        // Store it and move the sender's read marker, unless a concurrent
-        // call with the same client_id committed first (the insert waits
-        // for it, then does nothing).
+        // Store it, move the sender's read and delivered markers and
+        // append the event, unless a concurrent call with the same
+        // client_id committed first (the insert waits for it, then does
+        // nothing, and so do the statements that depend on it).
+        let event = event_codec::message_created(seq);
         let inserted = query_opt(
             &tx,
             concat!(
@@ -846,8 +959,15 @@ impl Store for PgStore {
                 "   ON CONFLICT (sender_id, client_id) DO NOTHING",
                 "   RETURNING *",
                 " ), mark AS (",
-                "   UPDATE members SET read_seq = GREATEST(read_seq, $2)",
+                "   UPDATE members SET read_seq = GREATEST(read_seq, $2),",
+                "     delivered_seq = GREATEST(delivered_seq, $2)",
                 "   WHERE conversation_id = $1 AND user_id = $4 AND EXISTS (SELECT 1 FROM ins)",
+                " ), ev AS (",
+                "   INSERT INTO events",
+                "     (conversation_id, kind, seq, payload, target_user_id, created_at)",
+                "   SELECT ins.conversation_id, $8, $9::bigint, $10::text::jsonb, $11::bigint,",
+                "     ins.sent_at",
+                "   FROM ins",
                 " )",
                 " SELECT ",
                 message_cols!("ins", "u"),
@@ -861,6 +981,10 @@ impl Store for PgStore {
                 &new.client_id.as_str(),
                 &new.body.as_str(),
                 &new.now,
+                &event.kind,
+                &event.seq,
+                &event.payload,
+                &event.target_user.map(|u| u.0),
             ],
         )
         .await?;
@@ -939,6 +1063,7 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> StoreResult<Option<Message>> {
         let c = self.conn().await?;
+        let event = event_codec::message_edited(seq);
         let row = query_opt(
             &c,
             concat!(
@@ -946,12 +1071,27 @@ impl Store for PgStore {
                 "   UPDATE messages SET body = $3, edited_at = $4",
                 "   WHERE conversation_id = $1 AND seq = $2 AND deleted_at IS NULL",
                 "   RETURNING *",
+                " ), ev AS (",
+                "   INSERT INTO events",
+                "     (conversation_id, kind, seq, payload, target_user_id, created_at)",
+                "   SELECT m.conversation_id, $5, $6::bigint, $7::text::jsonb, $8::bigint,",
+                "     $4::timestamptz",
+                "   FROM m",
                 " )",
                 " SELECT ",
                 message_cols!("m", "u"),
                 " FROM m JOIN users u ON u.id = m.sender_id"
             ),
-            &[&id.0, &seq, &body.as_str(), &now],
+            &[
+                &id.0,
+                &seq,
+                &body.as_str(),
+                &now,
+                &event.kind,
+                &event.seq,
+                &event.payload,
+                &event.target_user.map(|u| u.0),
+            ],
         )
         .await?;
         row.map(|r| rows::message(&r, 0)).transpose()
@@ -964,6 +1104,7 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> StoreResult<Option<Message>> {
         let c = self.conn().await?;
+        let event = event_codec::message_deleted(seq);
         let row = query_opt(
             &c,
             concat!(
@@ -971,30 +1112,185 @@ impl Store for PgStore {
                 "   UPDATE messages SET body = NULL, deleted_at = $3",
                 "   WHERE conversation_id = $1 AND seq = $2 AND deleted_at IS NULL",
                 "   RETURNING *",
+                " ), ev AS (",
+                "   INSERT INTO events",
+                "     (conversation_id, kind, seq, payload, target_user_id, created_at)",
+                "   SELECT m.conversation_id, $4, $5::bigint, $6::text::jsonb, $7::bigint,",
+                "     $3::timestamptz",
+                "   FROM m",
                 " )",
                 " SELECT ",
                 message_cols!("m", "u"),
                 " FROM m JOIN users u ON u.id = m.sender_id"
             ),
-            &[&id.0, &seq, &now],
+            &[
+                &id.0,
+                &seq,
+                &now,
+                &event.kind,
+                &event.seq,
+                &event.payload,
+                &event.target_user.map(|u| u.0),
+            ],
         )
         .await?;
         row.map(|r| rows::message(&r, 0)).transpose()
     }
 
+    /// Raises the delivered marker with the read marker, without a
+    /// `Delivered` event.
     async fn mark_read(&self, id: ConversationId, user: UserId, seq: i64) -> StoreResult<i64> {
+        self.move_marker(Marker::Read, id, user, seq).await
+    }
+
+    async fn mark_delivered(&self, id: ConversationId, user: UserId, seq: i64) -> StoreResult<i64> {
+        self.move_marker(Marker::Delivered, id, user, seq).await
+    }
+
+    // --- events ---------------------------------------------------------
+
+    async fn event_head(&self) -> StoreResult<EventPos> {
+        events::event_head(self).await
+    }
+
+    async fn events_after(&self, after: EventPos, limit: u32) -> StoreResult<Vec<Event>> {
+        events::events_after(self, after, limit).await
+    }
+
+    async fn user_events_after(
+        &self,
+        user: UserId,
+        after: EventPos,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        events::user_events_after(self, user, after, limit).await
+    }
+
+    // --- presence -------------------------------------------------------
+
+    /// Times only move forward: nodes that record a user's comings and
+    /// goings out of order keep the latest.
+    async fn set_last_seen(&self, user: UserId, at: Timestamp) -> StoreResult<()> {
         let c = self.conn().await?;
-        let row = query_opt(
+        let n = execute(
             &c,
-            "UPDATE members m
-             SET read_seq = GREATEST(m.read_seq, LEAST($3, c.last_seq))
-             FROM conversations c
-             WHERE c.id = $1 AND m.conversation_id = $1 AND m.user_id = $2
-             RETURNING m.read_seq",
-            &[&id.0, &user.0, &seq],
+            "UPDATE users SET last_seen_at = GREATEST(last_seen_at, $2) WHERE id = $1",
+            &[&user.0, &at],
         )
         .await?;
-        match row {
+        if n == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
+        Ok(())
+    }
+
+    async fn presence_audience(&self, user: UserId) -> StoreResult<Vec<UserId>> {
+        let c = self.conn().await?;
+        query(
+            &c,
+            concat!(
+                "SELECT c.contact_id FROM contacts c WHERE c.owner_id = $1",
+                " UNION ",
+                direct_peers_sql!(),
+                " ORDER BY 1"
+            ),
+            &[&user.0],
+        )
+        .await?
+        .iter()
+        .map(|row| Ok(UserId(get(row, 0)?)))
+        .collect()
+    }
+
+    async fn presence_subjects(&self, user: UserId) -> StoreResult<Vec<PresencePeer>> {
+        let c = self.conn().await?;
+        query(
+            &c,
+            concat!(
+                "SELECT u.id, u.username, u.last_seen_at FROM users u",
+                " WHERE u.id IN (",
+                "   SELECT c.owner_id FROM contacts c WHERE c.contact_id = $1",
+                "   UNION ALL ",
+                direct_peers_sql!(),
+                " ) ORDER BY u.username"
+            ),
+            &[&user.0],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(PresencePeer {
+                id: UserId(get(row, 0)?),
+                username: rows::username(get(row, 1)?)?,
+                last_seen_at: get(row, 2)?,
+            })
+        })
+        .collect()
+    }
+}
+
+/// Which marker [`PgStore::move_marker`] moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    Read,
+    Delivered,
+}
+
+impl PgStore {
+    /// Moves a member's marker forward to `seq`, clamped to the last
+    /// message, and appends its event in the same transaction, only if it
+    /// moves. Moving the read marker raises the delivered marker to it.
+    ///
+    /// The update matches no row unless the marker moves; a concurrent
+    /// move of the same marker makes it wait for that commit and check
+    /// again, so two calls never both append for one step. The event needs
+    /// the member's username and the clamped value, which only the update
+    /// knows, hence a second statement rather than one.
+    async fn move_marker(
+        &self,
+        marker: Marker,
+        id: ConversationId,
+        user: UserId,
+        seq: i64,
+    ) -> StoreResult<i64> {
+        const MOVE_READ: &str = "UPDATE members m
+             SET read_seq = LEAST($3, c.last_seq),
+                 delivered_seq = GREATEST(m.delivered_seq, LEAST($3, c.last_seq))
+             FROM conversations c, users u
+             WHERE c.id = $1 AND m.conversation_id = $1 AND m.user_id = $2 AND u.id = $2
+               AND m.read_seq < LEAST($3, c.last_seq)
+             RETURNING m.read_seq, u.username";
+        const MOVE_DELIVERED: &str = "UPDATE members m
+             SET delivered_seq = LEAST($3, c.last_seq)
+             FROM conversations c, users u
+             WHERE c.id = $1 AND m.conversation_id = $1 AND m.user_id = $2 AND u.id = $2
+               AND m.delivered_seq < LEAST($3, c.last_seq)
+             RETURNING m.delivered_seq, u.username";
+        const READ: &str =
+            "SELECT m.read_seq FROM members m WHERE m.conversation_id = $1 AND m.user_id = $2";
+        const DELIVERED: &str =
+            "SELECT m.delivered_seq FROM members m WHERE m.conversation_id = $1 AND m.user_id = $2";
+        let (update, current) = match marker {
+            Marker::Read => (MOVE_READ, READ),
+            Marker::Delivered => (MOVE_DELIVERED, DELIVERED),
+        };
+
+        let mut c = self.conn().await?;
+        let tx = begin(&mut c).await?;
+        if let Some(row) = query_opt(&tx, update, &[&id.0, &user.0, &seq]).await? {
+            let moved_to: i64 = get(&row, 0)?;
+            let name = rows::username(get(&row, 1)?)?;
+            let event = match marker {
+                Marker::Read => event_codec::read(&name, moved_to),
+                Marker::Delivered => event_codec::delivered(&name, moved_to),
+            };
+            events::append(&tx, id, &event, events::clock()).await?;
+            commit(tx).await?;
+            return Ok(moved_to);
+        }
+        rollback(tx).await?;
+        // It does not move: the marker as it is now, if there is a member.
+        match query_opt(&c, current, &[&id.0, &user.0]).await? {
             Some(row) => get(&row, 0),
             None => Err(PgStore::not_member_or_not_found(&c, id).await?),
         }

@@ -248,6 +248,17 @@ pub(crate) fn conversation_at(row: &Row<'_>, base: usize) -> rusqlite::Result<Co
     })
 }
 
+/// For a LEFT JOINed conversation: `None` when the join found nothing.
+pub(crate) fn opt_conversation_at(
+    row: &Row<'_>,
+    base: usize,
+) -> rusqlite::Result<Option<Conversation>> {
+    match row.get_ref(base)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => conversation_at(row, base).map(Some),
+    }
+}
+
 /// Columns for [`message_at`], from messages aliased `$m` joined with the
 /// sender's users row aliased `$s`.
 macro_rules! message_cols {

@@ -1,20 +1,23 @@
 //! SQL for conversations and their members, including the conversation
 //! list, which is one query: the viewer's memberships joined with each
 //! conversation, its last message and sender, the peer of a direct
-//! conversation and the member count, paged by keyset.
+//! conversation and the member count, paged by keyset. Each write that
+//! changes something appends its events in the same job.
 
+use natter_store::event_codec;
 use natter_store::{ConversationCursor, NewGroup, StoreError, StoreResult};
 use natter_types::{
     Conversation, ConversationId, ConversationKind, ConversationSummary, GroupTitle, Member, Role,
-    Timestamp, UserId,
+    Timestamp, UserId, UserRef, Username,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::accounts::require_user;
 use crate::codec::{
     DbResultExt, conversation_at, conversation_cols, direct_key, message_cols, micros,
-    opt_message_at, opt_user_ref_at, parsed, truncate, ts, user_ref_at, user_ref_cols,
+    opt_message_at, opt_user_ref_at, parsed, truncate, ts, user_ref_at, user_ref_cols, username,
 };
+use crate::events;
 
 pub(crate) fn conversation(
     c: &Connection,
@@ -73,6 +76,7 @@ pub(crate) fn direct_conversation(
     for user in [a, b] {
         insert_member(c, conv.id, user, Role::Member, now, 0)?;
     }
+    events::append(c, conv.id, &event_codec::conversation_created(), now)?;
     Ok((conv, true))
 }
 
@@ -94,8 +98,8 @@ pub(crate) fn create_group(c: &Connection, new: &NewGroup) -> StoreResult<Conver
     // the owner and repeated names are already members: ignored
     let mut stmt = c
         .prepare_cached(
-            "INSERT INTO members (conversation_id, user_id, role, joined_at, read_seq)
-             VALUES (?1, ?2, 'member', ?3, 0)
+            "INSERT INTO members (conversation_id, user_id, role, joined_at, read_seq, delivered_seq)
+             VALUES (?1, ?2, 'member', ?3, 0, 0)
              ON CONFLICT (conversation_id, user_id) DO NOTHING",
         )
         .db()?;
@@ -103,6 +107,8 @@ pub(crate) fn create_group(c: &Connection, new: &NewGroup) -> StoreResult<Conver
         stmt.execute(params![conv.id.0.as_bytes(), user.0, micros(new.now)])
             .db()?;
     }
+    // the members come with the record: no member.added events
+    events::append(c, conv.id, &event_codec::conversation_created(), new.now)?;
     Ok(conv)
 }
 
@@ -126,6 +132,8 @@ fn insert_conversation(c: &Connection, conv: &Conversation, key: Option<&str>) -
     Ok(())
 }
 
+/// Adds a member whose read and delivered markers both start at
+/// `read_seq` (reading implies delivery).
 fn insert_member(
     c: &Connection,
     id: ConversationId,
@@ -135,8 +143,8 @@ fn insert_member(
     read_seq: i64,
 ) -> StoreResult<()> {
     c.prepare_cached(
-        "INSERT INTO members (conversation_id, user_id, role, joined_at, read_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO members (conversation_id, user_id, role, joined_at, read_seq, delivered_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
     )
     .db()?
     .execute(params![
@@ -150,22 +158,36 @@ fn insert_member(
     Ok(())
 }
 
+/// Renames a group. Renaming to the current title changes nothing and so
+/// appends no event.
 pub(crate) fn rename_group(
     c: &Connection,
     id: ConversationId,
     title: &GroupTitle,
 ) -> StoreResult<Conversation> {
-    c.prepare_cached(
-        "UPDATE conversations SET title = ?2 WHERE id = ?1 AND kind = 'group'
-         RETURNING id, kind, title, created_at, last_seq, last_activity_at",
-    )
-    .db()?
-    .query_row(params![id.0.as_bytes(), title.as_str()], |r| {
-        conversation_at(r, 0)
+    let conv = c
+        .prepare_cached(concat!(
+            "SELECT ",
+            conversation_cols!("c"),
+            " FROM conversations c WHERE c.id = ?1 AND c.kind = 'group'"
+        ))
+        .db()?
+        .query_row([id.0.as_bytes()], |r| conversation_at(r, 0))
+        .optional()
+        .db()?
+        .ok_or(StoreError::NotFound("conversation"))?;
+    if conv.title.as_deref() == Some(title.as_str()) {
+        return Ok(conv);
+    }
+    c.prepare_cached("UPDATE conversations SET title = ?2 WHERE id = ?1")
+        .db()?
+        .execute(params![id.0.as_bytes(), title.as_str()])
+        .db()?;
+    events::append(c, id, &event_codec::renamed(title.as_str()), events::now())?;
+    Ok(Conversation {
+        title: Some(title.as_str().to_owned()),
+        ..conv
     })
-    .optional()
-    .db()?
-    .ok_or(StoreError::NotFound("conversation"))
 }
 
 pub(crate) fn members(c: &Connection, id: ConversationId) -> StoreResult<Vec<Member>> {
@@ -173,7 +195,7 @@ pub(crate) fn members(c: &Connection, id: ConversationId) -> StoreResult<Vec<Mem
         .prepare_cached(concat!(
             "SELECT ",
             user_ref_cols!("u"),
-            ", m.role, m.joined_at, m.read_seq
+            ", m.role, m.joined_at, m.read_seq, m.delivered_seq
                FROM members m JOIN users u ON u.id = m.user_id
               WHERE m.conversation_id = ?1
               ORDER BY m.joined_at, u.username"
@@ -185,6 +207,7 @@ pub(crate) fn members(c: &Connection, id: ConversationId) -> StoreResult<Vec<Mem
             role: parsed(r, 2)?,
             joined_at: ts(r, 3)?,
             read_seq: r.get(4)?,
+            delivered_seq: r.get(5)?,
         })
     })
     .db()?
@@ -211,27 +234,69 @@ pub(crate) fn set_member(
     role: Role,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let last_seq: i64 = c
-        .prepare_cached("SELECT last_seq FROM conversations WHERE id = ?1")
+    let (last_seq, current): (i64, Option<Role>) = c
+        .prepare_cached(
+            "SELECT c.last_seq, m.role
+               FROM conversations c
+               LEFT JOIN members m ON m.conversation_id = c.id AND m.user_id = ?2
+              WHERE c.id = ?1",
+        )
         .db()?
-        .query_row([id.0.as_bytes()], |r| r.get(0))
+        .query_row(params![id.0.as_bytes(), user.0], |r| {
+            let role = match r.get_ref(1)? {
+                rusqlite::types::ValueRef::Null => None,
+                _ => Some(parsed(r, 1)?),
+            };
+            Ok((r.get(0)?, role))
+        })
         .optional()
         .db()?
         .ok_or(StoreError::NotFound("conversation"))?;
-    let changed = c
-        .prepare_cached("UPDATE members SET role = ?3 WHERE conversation_id = ?1 AND user_id = ?2")
-        .db()?
-        .execute(params![id.0.as_bytes(), user.0, role.as_str()])
-        .db()?;
-    if changed > 0 {
-        return Ok(false);
+    match current {
+        Some(current) if current == role => Ok(false),
+        Some(_) => {
+            c.prepare_cached(
+                "UPDATE members SET role = ?3 WHERE conversation_id = ?1 AND user_id = ?2",
+            )
+            .db()?
+            .execute(params![id.0.as_bytes(), user.0, role.as_str()])
+            .db()?;
+            let name = username_of(c, user)?;
+            events::append(c, id, &event_codec::role_changed(&name, role), now)?;
+            Ok(false)
+        }
+        None => {
+            let who: UserRef = c
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    user_ref_cols!("u"),
+                    " FROM users u WHERE u.id = ?1"
+                ))
+                .db()?
+                .query_row([user.0], |r| user_ref_at(r, 0))
+                .optional()
+                .db()?
+                .ok_or(StoreError::NotFound("user"))?;
+            // a newcomer has nothing to catch up on: the markers start at
+            // the end
+            insert_member(c, id, user, role, now, last_seq)?;
+            events::append(c, id, &event_codec::member_added(&who, role), now)?;
+            Ok(true)
+        }
     }
-    require_user(c, user)?;
-    // a newcomer has nothing to catch up on: the marker starts at the end
-    insert_member(c, id, user, role, now, last_seq)?;
-    Ok(true)
 }
 
+fn username_of(c: &Connection, user: UserId) -> StoreResult<Username> {
+    c.prepare_cached("SELECT username FROM users WHERE id = ?1")
+        .db()?
+        .query_row([user.0], |r| username(r, 0))
+        .optional()
+        .db()?
+        .ok_or(StoreError::NotFound("user"))
+}
+
+/// Removes a member: `member.removed` (which the removed user receives
+/// too), then `member.role_changed` for a member promoted to owner.
 pub(crate) fn remove_member(c: &Connection, id: ConversationId, user: UserId) -> StoreResult<bool> {
     let removed: Option<Role> = c
         .prepare_cached(
@@ -244,26 +309,35 @@ pub(crate) fn remove_member(c: &Connection, id: ConversationId, user: UserId) ->
     let Some(role) = removed else {
         return Ok(false);
     };
+    let at = events::now();
+    let name = username_of(c, user)?;
+    events::append(c, id, &event_codec::member_removed(user, &name), at)?;
     if role == Role::Owner {
         // A group with members always has an owner: if that was the last
         // one, the longest-standing admin, or else member, takes over
         // (ties on join time go to the username, for a stable choice).
-        c.prepare_cached(
-            "UPDATE members SET role = 'owner'
-              WHERE conversation_id = ?1
-                AND user_id = (SELECT m.user_id
-                                 FROM members m JOIN users u ON u.id = m.user_id
-                                WHERE m.conversation_id = ?1
-                                ORDER BY m.role = 'admin' DESC, m.joined_at, u.username
-                                LIMIT 1)
-                AND NOT EXISTS (SELECT 1 FROM members
-                                 WHERE conversation_id = ?1 AND role = 'owner')
-                AND EXISTS (SELECT 1 FROM conversations
-                             WHERE id = ?1 AND kind = 'group')",
-        )
-        .db()?
-        .execute([id.0.as_bytes()])
-        .db()?;
+        let promoted: Option<Username> = c
+            .prepare_cached(
+                "UPDATE members SET role = 'owner'
+                  WHERE conversation_id = ?1
+                    AND user_id = (SELECT m.user_id
+                                     FROM members m JOIN users u ON u.id = m.user_id
+                                    WHERE m.conversation_id = ?1
+                                    ORDER BY m.role = 'admin' DESC, m.joined_at, u.username
+                                    LIMIT 1)
+                    AND NOT EXISTS (SELECT 1 FROM members
+                                     WHERE conversation_id = ?1 AND role = 'owner')
+                    AND EXISTS (SELECT 1 FROM conversations
+                                 WHERE id = ?1 AND kind = 'group')
+                 RETURNING (SELECT u.username FROM users u WHERE u.id = members.user_id)",
+            )
+            .db()?
+            .query_row([id.0.as_bytes()], |r| username(r, 0))
+            .optional()
+            .db()?;
+        if let Some(name) = promoted {
+            events::append(c, id, &event_codec::role_changed(&name, Role::Owner), at)?;
+        }
     }
     Ok(true)
 }

@@ -11,7 +11,11 @@
 //! - reads go to a **small pool of read connections** (`readers.rs`),
 //!   which in WAL mode run alongside the writer without blocking it;
 //! - the schema is applied by embedded migrations when the store opens
-//!   (`migrate.rs`).
+//!   (`migrate.rs`);
+//! - the event log (`events.rs`) is a table appended to by the write
+//!   operations in their own job, so in the same transaction as the change;
+//!   its rowid is the position, and with one writer rowid order is commit
+//!   order.
 //!
 //! [`SqliteStore`] is a handle: cloning it is cheap and every clone shares
 //! the same writer and readers. When the last clone is dropped, the writer
@@ -21,8 +25,10 @@ mod accounts;
 mod codec;
 mod conn;
 mod conversations;
+mod events;
 mod messages;
 mod migrate;
+mod presence;
 mod readers;
 mod writer;
 
@@ -31,13 +37,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use natter_store::{
-    Appended, ConversationCursor, HistoryQuery, NewGroup, NewMessage, NewSession, NewUser, Store,
-    StoreError, StoreResult,
+    Appended, ConversationCursor, HistoryQuery, NewGroup, NewMessage, NewSession, NewUser,
+    PresencePeer, Store, StoreError, StoreResult,
 };
 use natter_types::{
     Body, Contact, ContactGroups, ContactName, Conversation, ConversationId, ConversationSummary,
-    Credentials, DisplayName, GroupTitle, Member, Message, Role, Session, SessionId, Timestamp,
-    User, UserId, Username,
+    Credentials, DisplayName, Event, EventPos, GroupTitle, Member, Message, Role, Session,
+    SessionId, Timestamp, User, UserId, Username,
 };
 use rusqlite::Connection;
 
@@ -352,7 +358,47 @@ impl Store for SqliteStore {
     }
 
     async fn mark_read(&self, id: ConversationId, user: UserId, seq: i64) -> StoreResult<i64> {
-        self.write(move |c| messages::mark_read(c, id, user, seq))
+        self.write(move |c| messages::mark(c, id, user, seq, messages::Marker::Read))
             .await
+    }
+
+    async fn mark_delivered(&self, id: ConversationId, user: UserId, seq: i64) -> StoreResult<i64> {
+        self.write(move |c| messages::mark(c, id, user, seq, messages::Marker::Delivered))
+            .await
+    }
+
+    // --- events ---------------------------------------------------------
+
+    async fn event_head(&self) -> StoreResult<EventPos> {
+        self.read(events::head).await
+    }
+
+    async fn events_after(&self, after: EventPos, limit: u32) -> StoreResult<Vec<Event>> {
+        self.read(move |c| events::after(c, after, limit)).await
+    }
+
+    async fn user_events_after(
+        &self,
+        user: UserId,
+        after: EventPos,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        self.read(move |c| events::user_after(c, user, after, limit))
+            .await
+    }
+
+    // --- presence -------------------------------------------------------
+
+    async fn set_last_seen(&self, user: UserId, at: Timestamp) -> StoreResult<()> {
+        self.write(move |c| presence::set_last_seen(c, user, at))
+            .await
+    }
+
+    async fn presence_audience(&self, user: UserId) -> StoreResult<Vec<UserId>> {
+        self.read(move |c| presence::audience(c, user)).await
+    }
+
+    async fn presence_subjects(&self, user: UserId) -> StoreResult<Vec<PresencePeer>> {
+        self.read(move |c| presence::subjects(c, user)).await
     }
 }

@@ -1,12 +1,15 @@
-//! SQL for messages and read markers. [`append_message`] is the hot path of
-//! the whole server: a handful of point look-ups and writes on B-tree
-//! tails, run by the writer thread inside its batch transaction.
+//! SQL for messages, read and delivered markers. [`append_message`] is the
+//! hot path of the whole server: a handful of point look-ups and writes on
+//! B-tree tails, run by the writer thread inside its batch transaction.
+//! Each write that changes something appends its event in the same job.
 
+use natter_store::event_codec;
 use natter_store::{Appended, HistoryQuery, NewMessage, StoreError, StoreResult};
-use natter_types::{Body, ConversationId, Message, Timestamp, UserId};
+use natter_types::{Body, ConversationId, Message, Timestamp, UserId, Username};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::codec::{DbResultExt, message_at, message_cols, micros, truncate, username};
+use crate::events;
 
 /// Appends a message. Sequence numbers are gap-free because the writer runs
 /// one job at a time and a failed job's savepoint is rolled back, taking its
@@ -37,39 +40,27 @@ pub(crate) fn append_message(c: &Connection, new: &NewMessage) -> StoreResult<Ap
         });
     }
 
-    // One row tells both whether the conversation exists and whether the
-    // sender is in it (and gives the sender's name for the result).
-    let sender: Option<Option<_>> = c
-        .prepare_cached(
-            "SELECT u.username
-               FROM conversations c
-               LEFT JOIN members m ON m.conversation_id = c.id AND m.user_id = ?2
-               LEFT JOIN users u ON u.id = m.user_id
-              WHERE c.id = ?1",
-        )
-        .db()?
-        .query_row(params![conv, new.sender.0], |r| match r.get_ref(0)? {
-            rusqlite::types::ValueRef::Null => Ok(None),
-            _ => username(r, 0).map(Some),
-        })
-        .optional()
-        .db()?;
-    let sender = match sender {
-        None => return Err(StoreError::NotFound("conversation")),
-        Some(None) => return Err(StoreError::NotMember),
-        Some(Some(name)) => name,
-    };
-
+    // The next number, if the sender is a member; the same statement gives
+    // the sender's name for the result. The membership test and the name
+    // ride along with the one write this needs anyway (every statement
+    // counts on the hot path).
     let sent_at = micros(new.now);
-    let seq: i64 = c
+    let next: Option<(i64, Username)> = c
         .prepare_cached(
             "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = ?2
               WHERE id = ?1
-             RETURNING last_seq",
+                AND EXISTS (SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?3)
+             RETURNING last_seq, (SELECT username FROM users WHERE id = ?3)",
         )
         .db()?
-        .query_row(params![conv, sent_at], |r| r.get(0))
+        .query_row(params![conv, sent_at, new.sender.0], |r| {
+            Ok((r.get(0)?, username(r, 1)?))
+        })
+        .optional()
         .db()?;
+    let Some((seq, sender)) = next else {
+        return Err(membership_error(c, new.conversation_id)?);
+    };
     c.prepare_cached(
         "INSERT INTO messages (conversation_id, seq, id, sender_id, client_id, body, sent_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -85,14 +76,20 @@ pub(crate) fn append_message(c: &Connection, new: &NewMessage) -> StoreResult<Ap
         sent_at,
     ])
     .db()?;
-    // the sender has read their own message
+    // the sender has read their own message, which implies delivery
     c.prepare_cached(
-        "UPDATE members SET read_seq = max(read_seq, ?3)
+        "UPDATE members SET read_seq = max(read_seq, ?3), delivered_seq = max(delivered_seq, ?3)
           WHERE conversation_id = ?1 AND user_id = ?2",
     )
     .db()?
     .execute(params![conv, new.sender.0, seq])
     .db()?;
+    events::append(
+        c,
+        new.conversation_id,
+        &event_codec::message_created(seq),
+        new.now,
+    )?;
 
     Ok(Appended {
         message: Message {
@@ -107,6 +104,21 @@ pub(crate) fn append_message(c: &Connection, new: &NewMessage) -> StoreResult<Ap
             deleted_at: None,
         },
         created: true,
+    })
+}
+
+/// Why a member-only write found no membership row: `NotFound` if there
+/// is no such conversation, else `NotMember`.
+fn membership_error(c: &Connection, id: ConversationId) -> StoreResult<StoreError> {
+    let exists = c
+        .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")
+        .db()?
+        .exists([id.0.as_bytes()])
+        .db()?;
+    Ok(if exists {
+        StoreError::NotMember
+    } else {
+        StoreError::NotFound("conversation")
     })
 }
 
@@ -199,6 +211,7 @@ pub(crate) fn edit_message(
     if n == 0 {
         return Ok(None);
     }
+    events::append(c, id, &event_codec::message_edited(seq), now)?;
     message(c, id, seq)
 }
 
@@ -219,41 +232,86 @@ pub(crate) fn delete_message(
     if n == 0 {
         return Ok(None);
     }
+    events::append(c, id, &event_codec::message_deleted(seq), now)?;
     message(c, id, seq)
 }
 
-/// Moves a read marker forward, never past the last message, never back.
-pub(crate) fn mark_read(
+/// The two per-member markers. Each moves forward only, never past the
+/// last message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Marker {
+    Read,
+    Delivered,
+}
+
+/// A member's marker and name, as [`mark`] finds them.
+struct Marked {
+    at: i64,
+    name: Username,
+}
+
+/// Moves a read or delivered marker forward to `seq`, clamped to the last
+/// message, never back; returns the marker after the call. Only a move
+/// appends an event. Reading implies delivery: moving the read marker
+/// raises the delivered marker with it, without an event of its own.
+pub(crate) fn mark(
     c: &Connection,
     id: ConversationId,
     user: UserId,
     seq: i64,
+    marker: Marker,
 ) -> StoreResult<i64> {
-    let marker: Option<i64> = c
+    // One row tells whether the conversation exists, whether the user is a
+    // member, where the marker is and how far it may go.
+    let column = match marker {
+        Marker::Read => 1,
+        Marker::Delivered => 2,
+    };
+    let found: Option<(i64, Option<Marked>)> = c
         .prepare_cached(
-            "UPDATE members
-                SET read_seq = max(read_seq,
-                                   min(?3, (SELECT last_seq FROM conversations WHERE id = ?1)))
-              WHERE conversation_id = ?1 AND user_id = ?2
-             RETURNING read_seq",
+            "SELECT c.last_seq, m.read_seq, m.delivered_seq, u.username
+               FROM conversations c
+               LEFT JOIN members m ON m.conversation_id = c.id AND m.user_id = ?2
+               LEFT JOIN users u ON u.id = m.user_id
+              WHERE c.id = ?1",
         )
         .db()?
-        .query_row(params![id.0.as_bytes(), user.0, seq], |r| r.get(0))
+        .query_row(params![id.0.as_bytes(), user.0], |r| {
+            let member = match r.get::<_, Option<i64>>(column)? {
+                None => None,
+                Some(at) => Some(Marked {
+                    at,
+                    name: username(r, 3)?,
+                }),
+            };
+            Ok((r.get(0)?, member))
+        })
         .optional()
         .db()?;
-    if let Some(marker) = marker {
-        return Ok(marker);
+    let (last_seq, member) = found.ok_or(StoreError::NotFound("conversation"))?;
+    let Marked { at: current, name } = member.ok_or(StoreError::NotMember)?;
+    let target = seq.min(last_seq);
+    if target <= current {
+        return Ok(current);
     }
-    let exists = c
-        .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")
+    let (sql, row) = match marker {
+        Marker::Read => (
+            "UPDATE members SET read_seq = ?3, delivered_seq = max(delivered_seq, ?3)
+              WHERE conversation_id = ?1 AND user_id = ?2",
+            event_codec::read(&name, target),
+        ),
+        Marker::Delivered => (
+            "UPDATE members SET delivered_seq = ?3
+              WHERE conversation_id = ?1 AND user_id = ?2",
+            event_codec::delivered(&name, target),
+        ),
+    };
+    c.prepare_cached(sql)
         .db()?
-        .exists([id.0.as_bytes()])
+        .execute(params![id.0.as_bytes(), user.0, target])
         .db()?;
-    Err(if exists {
-        StoreError::NotMember
-    } else {
-        StoreError::NotFound("conversation")
-    })
+    events::append(c, id, &row, events::now())?;
+    Ok(target)
 }
 
 #[cfg(test)]

@@ -24,11 +24,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/V1__init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/V1__init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "events",
+        sql: include_str!("../migrations/V2__events.sql"),
+    },
+];
 
 /// Brings the schema up to date; returns the versions it applied.
 ///
@@ -36,6 +43,12 @@ const MIGRATIONS: &[Migration] = &[Migration {
 /// (written by a newer Natter, or by a different migration history), rather
 /// than running against a schema it does not understand.
 pub(crate) fn run(conn: &mut Connection) -> StoreResult<Vec<i64>> {
+    apply(conn, MIGRATIONS)
+}
+
+/// Applies `migrations`, a prefix of [`MIGRATIONS`] (tests start from an
+/// older schema this way).
+fn apply(conn: &mut Connection, migrations: &[Migration]) -> StoreResult<Vec<i64>> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .db()?;
@@ -49,7 +62,7 @@ pub(crate) fn run(conn: &mut Connection) -> StoreResult<Vec<i64>> {
     .db()?;
 
     let mut applied_now = Vec::new();
-    for m in MIGRATIONS {
+    for m in migrations {
         let recorded: Option<String> = tx
             .query_row(
                 "SELECT name FROM schema_migrations WHERE version = ?1",
@@ -79,7 +92,7 @@ pub(crate) fn run(conn: &mut Connection) -> StoreResult<Vec<i64>> {
         applied_now.push(m.version);
     }
 
-    let latest = MIGRATIONS.last().map_or(0, |m| m.version);
+    let latest = migrations.last().map_or(0, |m| m.version);
     let newest_recorded: i64 = tx
         .query_row(
             "SELECT coalesce(max(version), 0) FROM schema_migrations",
@@ -109,8 +122,40 @@ mod tests {
     #[test]
     fn applies_once() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(run(&mut conn).unwrap(), [1]);
+        assert_eq!(run(&mut conn).unwrap(), [1, 2]);
         assert!(run(&mut conn).unwrap().is_empty());
+    }
+
+    /// A database made by the previous release keeps its data, and members
+    /// start out having had delivered what they had read.
+    #[test]
+    fn upgrades_from_v1() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(apply(&mut conn, &MIGRATIONS[..1]).unwrap(), [1]);
+        conn.execute_batch(
+            "INSERT INTO users (id, username, created_at, salt, iterations, sha1_stored_key,
+                 sha1_server_key, sha256_stored_key, sha256_server_key)
+             VALUES (1, 'a', 0, x'', 1, x'', x'', x'', x'');
+             INSERT INTO conversations (id, kind, title, created_at, last_seq, last_activity_at)
+             VALUES (x'00', 'group', 'g', 0, 7, 0);
+             INSERT INTO members (conversation_id, user_id, role, joined_at, read_seq)
+             VALUES (x'00', 1, 'owner', 0, 5);",
+        )
+        .unwrap();
+        assert_eq!(run(&mut conn).unwrap(), [2]);
+        let (read, delivered, seen): (i64, i64, Option<i64>) = conn
+            .query_row(
+                "SELECT m.read_seq, m.delivered_seq, u.last_seen_at
+                   FROM members m JOIN users u ON u.id = m.user_id",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((read, delivered, seen), (5, 5, None));
+        let events: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(events, 0);
     }
 
     #[test]

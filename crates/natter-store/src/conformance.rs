@@ -972,7 +972,9 @@ macro_rules! conformance_tests {
     ($harness:ty) => {
         $crate::conformance_tests!(@each $harness;
             users sessions contacts direct_conversations groups append_and_dedupe
-            concurrent_appends history edit_and_delete read_markers conversation_list);
+            concurrent_appends history edit_and_delete read_markers conversation_list
+            event_log user_events tailing_under_concurrent_writes delivered_markers
+            presence_relations);
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn survives_reopen() {
@@ -991,4 +993,417 @@ macro_rules! conformance_tests {
             }
         )*
     };
+}
+
+// --- events and presence ------------------------------------------------
+
+fn names(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.name()).collect()
+}
+
+async fn all_events(store: &dyn Store, after: EventPos) -> Vec<Event> {
+    store.events_after(after, 1000).await.unwrap()
+}
+
+/// Every change that clients follow is in the log, in order, once.
+pub async fn event_log(store: Arc<dyn Store>) {
+    let store = &*store;
+    let start = store.event_head().await.unwrap();
+    assert!(all_events(store, start).await.is_empty());
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+
+    let (d, _) = store
+        .direct_conversation(alice.id, bob.id, now())
+        .await
+        .unwrap();
+    store
+        .direct_conversation(bob.id, alice.id, now())
+        .await
+        .unwrap();
+    let m1 = store
+        .append_message(new_message(d.id, alice.id, "e1", "one"))
+        .await
+        .unwrap();
+    store
+        .append_message(new_message(d.id, alice.id, "e1", "one"))
+        .await
+        .unwrap();
+    store
+        .append_message(new_message(d.id, alice.id, "e2", "two"))
+        .await
+        .unwrap();
+    store
+        .edit_message(d.id, 1, body("one!"), now())
+        .await
+        .unwrap();
+    store.delete_message(d.id, 2, now()).await.unwrap();
+    store.mark_delivered(d.id, bob.id, 1).await.unwrap();
+    store.mark_delivered(d.id, bob.id, 1).await.unwrap();
+    store.mark_read(d.id, bob.id, 2).await.unwrap();
+    store.mark_read(d.id, bob.id, 1).await.unwrap();
+
+    let events = all_events(store, start).await;
+    assert_eq!(
+        names(&events),
+        [
+            "conversation.created",
+            "message.created",
+            "message.created",
+            "message.edited",
+            "message.deleted",
+            "receipt.delivered",
+            "receipt.read",
+        ],
+        "repeated or no-op calls append nothing"
+    );
+    assert!(
+        events.windows(2).all(|w| w[0].pos < w[1].pos),
+        "positions increase"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.conversation_id == d.id && e.pos > start)
+    );
+    match &events[0].kind {
+        EventKind::ConversationCreated(c) => assert_eq!(c.id, d.id),
+        other => panic!("{other:?}"),
+    }
+    match &events[1].kind {
+        // message events show the message as it is now
+        EventKind::MessageCreated(m) => {
+            assert_eq!(m.id, m1.message.id);
+            assert_eq!(m.body.as_deref(), Some("one!"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &events[4].kind {
+        EventKind::MessageDeleted(m) => assert_eq!((m.seq, m.body.as_ref()), (2, None)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        events[5].kind,
+        EventKind::Delivered {
+            user: bob.username.clone(),
+            seq: 1
+        }
+    );
+    assert_eq!(
+        events[6].kind,
+        EventKind::Read {
+            user: bob.username.clone(),
+            seq: 2
+        }
+    );
+    // reading implies delivery
+    let members = store.members(d.id).await.unwrap();
+    let bob_m = members
+        .iter()
+        .find(|m| m.user.username == bob.username)
+        .unwrap();
+    assert_eq!((bob_m.read_seq, bob_m.delivered_seq), (2, 2));
+    let alice_m = members
+        .iter()
+        .find(|m| m.user.username == alice.username)
+        .unwrap();
+    assert_eq!(
+        (alice_m.read_seq, alice_m.delivered_seq),
+        (2, 2),
+        "sending reads and delivers"
+    );
+
+    // group life cycle
+    let mark = store.event_head().await.unwrap();
+    assert_eq!(mark, events.last().unwrap().pos);
+    let g = group(store, &alice, &[&bob]).await;
+    store
+        .rename_group(g.id, GroupTitle::parse("New").unwrap())
+        .await
+        .unwrap();
+    store
+        .set_member(g.id, carol.id, Role::Member, now())
+        .await
+        .unwrap();
+    store
+        .set_member(g.id, carol.id, Role::Member, now())
+        .await
+        .unwrap();
+    store
+        .set_member(g.id, bob.id, Role::Admin, now())
+        .await
+        .unwrap();
+    store.remove_member(g.id, alice.id).await.unwrap();
+    let events = all_events(store, mark).await;
+    assert_eq!(
+        names(&events),
+        [
+            "conversation.created",
+            "conversation.renamed",
+            "member.added",
+            "member.role_changed",
+            "member.removed",
+            "member.role_changed",
+        ]
+    );
+    assert_eq!(
+        events[1].kind,
+        EventKind::ConversationRenamed {
+            title: "New".into()
+        }
+    );
+    match &events[2].kind {
+        EventKind::MemberAdded { user, role } => {
+            assert_eq!((user.username.as_str(), *role), ("carol", Role::Member))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        events[3].kind,
+        EventKind::MemberRoleChanged {
+            user: bob.username.clone(),
+            role: Role::Admin
+        }
+    );
+    assert_eq!(
+        events[4].kind,
+        EventKind::MemberRemoved {
+            user: alice.username.clone()
+        }
+    );
+    assert_eq!(
+        events[5].kind,
+        EventKind::MemberRoleChanged {
+            user: bob.username.clone(),
+            role: Role::Owner
+        }
+    );
+
+    // paging from any position gives the rest, without overlap
+    let everything = all_events(store, start).await;
+    let mut paged = Vec::new();
+    let mut at = start;
+    loop {
+        let page = store.events_after(at, 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        at = page.last().unwrap().pos;
+        paged.extend(page);
+    }
+    assert_eq!(paged, everything);
+}
+
+/// Each user sees the events of their conversations, and their own
+/// removal, and nothing else.
+pub async fn user_events(store: Arc<dyn Store>) {
+    let store = &*store;
+    let start = store.event_head().await.unwrap();
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let (d, _) = store
+        .direct_conversation(alice.id, bob.id, now())
+        .await
+        .unwrap();
+    store
+        .append_message(new_message(d.id, alice.id, "u1", "private"))
+        .await
+        .unwrap();
+    let g = group(store, &alice, &[&carol]).await;
+    store
+        .append_message(new_message(g.id, carol.id, "u2", "group"))
+        .await
+        .unwrap();
+    store.remove_member(g.id, carol.id).await.unwrap();
+    store
+        .append_message(new_message(g.id, alice.id, "u3", "after carol left"))
+        .await
+        .unwrap();
+
+    let of = |events: Vec<Event>| names(&events);
+    let bobs = store.user_events_after(bob.id, start, 100).await.unwrap();
+    assert_eq!(
+        of(bobs.clone()),
+        ["conversation.created", "message.created"]
+    );
+    assert!(bobs.iter().all(|e| e.conversation_id == d.id));
+    let carols = store.user_events_after(carol.id, start, 100).await.unwrap();
+    assert_eq!(carols.len(), 1, "{carols:?}");
+    assert_eq!(
+        carols[0].kind,
+        EventKind::MemberRemoved {
+            user: carol.username.clone()
+        }
+    );
+    let alices = store.user_events_after(alice.id, start, 100).await.unwrap();
+    assert_eq!(alices.len(), 6);
+    let tail = store
+        .user_events_after(alice.id, alices[3].pos, 100)
+        .await
+        .unwrap();
+    assert_eq!(tail, alices[4..].to_vec());
+    let limited = store.user_events_after(alice.id, start, 2).await.unwrap();
+    assert_eq!(limited, alices[..2].to_vec());
+}
+
+/// Readers tailing the log while many writers commit in parallel see every
+/// event exactly once: a later commit never lands behind a reader.
+pub async fn tailing_under_concurrent_writes(store: Arc<dyn Store>) {
+    const WRITERS: usize = 16;
+    const EACH: usize = 25;
+    let start = store.event_head().await.unwrap();
+    let hub = user(&*store, "hub").await;
+    let mut pairs = Vec::new();
+    for i in 0..WRITERS {
+        let u = user(&*store, &format!("w{i}")).await;
+        let (c, _) = store
+            .direct_conversation(u.id, hub.id, now())
+            .await
+            .unwrap();
+        pairs.push((u.id, c.id));
+    }
+    let from = store.event_head().await.unwrap();
+    assert!(from > start);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let store = store.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut at = from;
+            let mut seen = Vec::new();
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let page = store.events_after(at, 50).await.unwrap();
+                if let Some(last) = page.last() {
+                    at = last.pos;
+                }
+                let empty = page.is_empty();
+                seen.extend(page);
+                if finished && empty {
+                    return seen;
+                }
+            }
+        })
+    };
+    let writers: Vec<_> = pairs
+        .into_iter()
+        .map(|(u, c)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for j in 0..EACH {
+                    store
+                        .append_message(new_message(c, u, &format!("t{j}"), "tail"))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+    assert!(seen.windows(2).all(|w| w[0].pos < w[1].pos));
+    let mut ids: Vec<_> = seen
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::MessageCreated(m) => m.id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids.len(), WRITERS * EACH, "every event once");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), WRITERS * EACH);
+    assert_eq!(store.events_after(from, 10_000).await.unwrap(), seen);
+}
+
+pub async fn delivered_markers(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let (c, _) = store
+        .direct_conversation(alice.id, bob.id, now())
+        .await
+        .unwrap();
+    for i in 0..4 {
+        store
+            .append_message(new_message(c.id, alice.id, &format!("d{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.mark_delivered(c.id, bob.id, 2).await.unwrap(), 2);
+    assert_eq!(store.mark_delivered(c.id, bob.id, 1).await.unwrap(), 2);
+    assert_eq!(store.mark_delivered(c.id, bob.id, 9).await.unwrap(), 4);
+    let carol = user(store, "carol").await;
+    assert!(matches!(
+        store.mark_delivered(c.id, carol.id, 1).await,
+        Err(StoreError::NotMember)
+    ));
+    assert!(matches!(
+        store.mark_delivered(ConversationId::new(), bob.id, 1).await,
+        Err(StoreError::NotFound(_) | StoreError::NotMember)
+    ));
+}
+
+pub async fn presence_relations(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let dave = user(store, "dave").await;
+    // alice lists bob: bob sees alice; alice and carol talk directly
+    store
+        .put_contact(alice.id, bob.id, None, ContactGroups::default(), now())
+        .await
+        .unwrap();
+    store
+        .direct_conversation(alice.id, carol.id, now())
+        .await
+        .unwrap();
+    // a contact who is also a direct peer counts once
+    store
+        .put_contact(alice.id, carol.id, None, ContactGroups::default(), now())
+        .await
+        .unwrap();
+    // groups alone share no presence
+    group(store, &alice, &[&dave]).await;
+
+    let mut audience = store.presence_audience(alice.id).await.unwrap();
+    audience.sort();
+    let mut want = vec![bob.id, carol.id];
+    want.sort();
+    assert_eq!(audience, want);
+
+    let seen_by = |peers: Vec<PresencePeer>| {
+        peers
+            .into_iter()
+            .map(|p| p.username.into_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        seen_by(store.presence_subjects(bob.id).await.unwrap()),
+        ["alice"]
+    );
+    assert_eq!(
+        seen_by(store.presence_subjects(carol.id).await.unwrap()),
+        ["alice"]
+    );
+    assert!(store.presence_subjects(dave.id).await.unwrap().is_empty());
+    assert_eq!(
+        seen_by(store.presence_subjects(alice.id).await.unwrap()),
+        ["carol"]
+    );
+
+    let at = now();
+    let subjects = store.presence_subjects(bob.id).await.unwrap();
+    assert_eq!(subjects[0].last_seen_at, None);
+    store.set_last_seen(alice.id, at).await.unwrap();
+    let subjects = store.presence_subjects(bob.id).await.unwrap();
+    assert_eq!(subjects[0].last_seen_at, Some(at));
+    assert_eq!(subjects[0].id, alice.id);
 }

@@ -15,17 +15,21 @@
 //!   a caller that acknowledges after `await` never acknowledges data that
 //!   could be lost;
 //! - read markers only move forward and never pass the last message;
-//! - stores persist and never publish: notifying sessions is the hub's job.
+//! - stores persist and never publish: notifying sessions is the hub's job;
+//! - every change that clients follow in real time is recorded in the event
+//!   log in the same transaction as the change (see "events" below), and
+//!   the log only ever grows at its end, in commit order.
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod event_codec;
 
 use async_trait::async_trait;
 pub use natter_types as types;
 use natter_types::{
     Body, ClientId, Contact, ContactGroups, ContactName, Conversation, ConversationId,
-    ConversationSummary, Credentials, DisplayName, GroupTitle, Member, Message, MessageId, Role,
-    Session, SessionId, Timestamp, User, UserId, Username,
+    ConversationSummary, Credentials, DisplayName, Event, EventPos, GroupTitle, Member, Message,
+    MessageId, Role, Session, SessionId, Timestamp, User, UserId, Username,
 };
 
 /// What can go wrong in a store, in domain terms. Backend errors that the
@@ -117,6 +121,15 @@ pub struct HistoryQuery {
 pub struct ConversationCursor {
     pub last_activity_at: Timestamp,
     pub id: ConversationId,
+}
+
+/// A user whose presence another user sees, with when they were last
+/// online.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresencePeer {
+    pub id: UserId,
+    pub username: Username,
+    pub last_seen_at: Option<Timestamp>,
 }
 
 /// Domain operations on durable state. Implementations are cheap to share
@@ -253,4 +266,56 @@ pub trait Store: Send + Sync + 'static {
     /// Moves the member's read marker forward to `seq`, clamped to the last
     /// message; never backwards. Returns the marker after the call.
     async fn mark_read(&self, id: ConversationId, user: UserId, seq: i64) -> StoreResult<i64>;
+    /// Moves the member's delivered marker forward to `seq`, clamped to the
+    /// last message; never backwards. Returns the marker after the call.
+    ///
+    /// Reading implies delivery: `mark_read` and `append_message` (for the
+    /// sender) raise the delivered marker to the read marker too, without a
+    /// `Delivered` event, so `delivered_seq >= read_seq` always holds.
+    async fn mark_delivered(&self, id: ConversationId, user: UserId, seq: i64) -> StoreResult<i64>;
+
+    // --- events ---------------------------------------------------------
+    //
+    // These writes append to the event log in their own transaction:
+    // - `append_message` (when it stores a new message): `MessageCreated`;
+    // - `edit_message`, `delete_message`: `MessageEdited`, `MessageDeleted`;
+    // - `mark_read`, `mark_delivered` (only when the marker moves): `Read`,
+    //   `Delivered` with the new marker;
+    // - `direct_conversation` (when it creates), `create_group`:
+    //   `ConversationCreated`;
+    // - `rename_group`: `ConversationRenamed`;
+    // - `set_member`: `MemberAdded`, or `MemberRoleChanged` when the role
+    //   changes;
+    // - `remove_member`: `MemberRemoved`, then `MemberRoleChanged` for a
+    //   member promoted to owner.
+    // A call that changes nothing appends nothing.
+
+    /// The position of the newest visible event: a reader starting here
+    /// sees exactly the events made visible from now on.
+    async fn event_head(&self) -> StoreResult<EventPos>;
+    /// Up to `limit` events after `after`, in position order. Only events
+    /// that no later commit can precede are returned, so a reader that
+    /// moves to the position of the last event it got never skips one.
+    async fn events_after(&self, after: EventPos, limit: u32) -> StoreResult<Vec<Event>>;
+    /// Like [`Store::events_after`], restricted to what `user` may see:
+    /// events of the conversations the user is a member of now, and the
+    /// user's own removal from a conversation.
+    async fn user_events_after(
+        &self,
+        user: UserId,
+        after: EventPos,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>>;
+
+    // --- presence -------------------------------------------------------
+
+    /// Records when the user was last online.
+    async fn set_last_seen(&self, user: UserId, at: Timestamp) -> StoreResult<()>;
+    /// Users who see `user`'s presence: the users in `user`'s contact list
+    /// and the other members of `user`'s direct conversations, each once.
+    async fn presence_audience(&self, user: UserId) -> StoreResult<Vec<UserId>>;
+    /// Users whose presence `user` sees, the reverse relation: those who
+    /// have `user` in their contact list and `user`'s direct peers, each
+    /// once, ordered by username.
+    async fn presence_subjects(&self, user: UserId) -> StoreResult<Vec<PresencePeer>>;
 }

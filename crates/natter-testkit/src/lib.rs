@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 
 pub use serde_json::json;
 
+pub mod stream;
+
 /// Password used by [`TestServer::user`].
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -64,7 +66,10 @@ pub async fn fresh_postgres_url() -> String {
 /// does not fill up while concurrent runs keep theirs.
 async fn drop_stale_schemas(client: &tokio_postgres::Client) {
     let Ok(rows) = client
-        .query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'natter\\_t\\_%'", &[])
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'natter\\_t\\_%'",
+            &[],
+        )
         .await
     else {
         return;

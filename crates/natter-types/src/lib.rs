@@ -6,10 +6,12 @@
 //! behind the edge checks again. This crate does no I/O and knows no wire
 //! format; the JSON counterparts live in `natter-proto`.
 
+mod events;
 mod ids;
 mod records;
 mod values;
 
+pub use events::{Event, EventKind, EventPos};
 pub use ids::{ConversationId, MessageId, SessionId, UserId};
 pub use records::{
     Contact, Conversation, ConversationKind, ConversationSummary, Credentials, Member, Message,

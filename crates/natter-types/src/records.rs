@@ -134,6 +134,9 @@ pub struct Member {
     pub joined_at: Timestamp,
     /// Everything up to and including this sequence number has been read.
     pub read_seq: i64,
+    /// Everything up to and including this sequence number has reached at
+    /// least one of the member's devices.
+    pub delivered_seq: i64,
 }
 
 /// A stored message. A deleted message keeps its place in the sequence as a

@@ -10,3 +10,4 @@ mod durability;
 mod errors;
 mod messages;
 mod ops;
+mod realtime;

@@ -1,6 +1,7 @@
 //! Integration tests against a real PostgreSQL server: the shared
 //! conformance suite plus the PostgreSQL-specific behaviour (schemas,
-//! migrations under concurrency), in one test binary.
+//! migrations under concurrency, the event log's commit order), in one
+//! test binary.
 //!
 //! Each test gets its own schema, `natter_test_<uuid v7>`, in the database
 //! named by `NATTER_TEST_POSTGRES_URL` (default
@@ -11,6 +12,7 @@
 //! Without a reachable server the tests print a notice and pass vacuously,
 //! unless `NATTER_TEST_REQUIRE_POSTGRES=1`, which makes that a failure.
 
+mod events;
 mod postgres;
 
 use std::io::Write;
@@ -30,6 +32,12 @@ const SCHEMA_PREFIX: &str = "natter_test_";
 const STALE_AFTER: Duration = Duration::from_secs(3600);
 /// Small pools: many tests run at once against one server.
 const TEST_POOL_SIZE: usize = 8;
+/// The tests of this binary run at once on one server (a busy, shared
+/// machine, too), and every open transaction anywhere on it briefly holds
+/// back every schema's event log. A generous wait keeps that from failing
+/// a check that expects a read to return what it just committed; the tests
+/// of the wait itself set their own.
+const TEST_EVENT_WAIT: Duration = Duration::from_secs(5);
 
 pub fn url() -> String {
     std::env::var("NATTER_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
@@ -157,6 +165,7 @@ impl PgHarness {
         PgOptions {
             schema: Some(self.schema.clone()),
             pool_size: TEST_POOL_SIZE,
+            event_wait: TEST_EVENT_WAIT,
         }
     }
 

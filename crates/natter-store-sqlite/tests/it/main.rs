@@ -2,6 +2,7 @@
 //! one per file): the shared conformance suite that every backend passes,
 //! plus checks specific to this backend's single-writer design.
 
+mod events;
 mod sqlite;
 mod writers;
 

@@ -1,0 +1,364 @@
+//! Real-time delivery: the node-wide fan-out of durable events, presence
+//! and typing to the sessions connected to this node.
+//!
+//! How an event reaches a session:
+//!
+//! 1. A hub method commits a change; the store appended an event to the
+//!    log in the same transaction. The method then wakes the **tailer**.
+//! 2. The tailer (one task per node) reads the log in position order and,
+//!    for each event, finds the local sessions of the conversation's
+//!    members and hands each the same `Arc<Outbound>`: one read and one
+//!    allocation per event per node, whatever the number of recipients.
+//!    Transports encode an `Outbound` once per wire format and reuse the
+//!    bytes for every recipient ([`Outbound::encoded`]).
+//! 3. Each session has a bounded queue. A session that does not keep up is
+//!    dropped from the registry; its transport closes the connection, and
+//!    the client resumes from its last cursor, reading what it missed from
+//!    the store. Nothing is lost and no one else waits.
+//!
+//! A session first registers, then catches up from the store up to the
+//! present, then follows its queue, skipping what it already sent; the
+//! log's positions give one total order, so "skip what is not newer than
+//! my cursor" is the whole deduplication.
+//!
+//! Presence and typing are ephemeral: kept in memory, sent live, never
+//! replayed.
+
+mod presence;
+mod registry;
+mod stream;
+mod typing;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use natter_types::{
+    ConversationId, Event, EventKind, EventPos, Message, SessionId, Timestamp, UserId, Username,
+};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::{Caller, CoreResult, Hub};
+
+pub use presence::PresenceStatus;
+pub use stream::{PollOutcome, Stream, StreamEnd};
+
+pub(crate) use presence::Presence;
+pub(crate) use registry::Registry;
+pub(crate) use typing::Typing;
+
+/// How long a typing notification lasts unless renewed.
+pub const TYPING_TTL: Duration = Duration::from_secs(6);
+/// How long a long-poll client counts as online after its last poll ends.
+pub const POLL_PRESENCE_GRACE: Duration = Duration::from_secs(40);
+/// Events read from the store per page, when catching up or tailing.
+pub(crate) const PAGE: u32 = 500;
+
+/// Something to deliver to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A durable event; it has a cursor and is replayed on resume.
+    Event(Event),
+    /// A user's presence changed (or, in a snapshot, is as given).
+    Presence {
+        user: Username,
+        status: PresenceStatus,
+        last_seen_at: Option<Timestamp>,
+    },
+    /// A member started or stopped typing.
+    Typing {
+        conversation_id: ConversationId,
+        user: Username,
+        active: bool,
+    },
+    /// The session this connection authenticated with was revoked; the
+    /// transport closes the connection after sending this.
+    SessionRevoked,
+}
+
+/// The wire formats an [`Outbound`] caches encodings for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Json = 0,
+    Xml = 1,
+}
+
+/// An item on its way to sessions, shared by all of them. Each transport
+/// encodes it once and every recipient reuses those bytes.
+#[derive(Debug)]
+pub struct Outbound {
+    pub item: Item,
+    encoded: [OnceLock<Arc<str>>; 2],
+}
+
+impl Outbound {
+    pub fn new(item: Item) -> Arc<Self> {
+        Arc::new(Self {
+            item,
+            encoded: Default::default(),
+        })
+    }
+
+    /// The cursor of a durable event.
+    pub fn pos(&self) -> Option<EventPos> {
+        match &self.item {
+            Item::Event(e) => Some(e.pos),
+            _ => None,
+        }
+    }
+
+    /// The item in `encoding`, made by `encode` the first time only.
+    pub fn encoded(&self, encoding: Encoding, encode: impl FnOnce(&Item) -> String) -> Arc<str> {
+        self.encoded[encoding as usize]
+            .get_or_init(|| Arc::from(encode(&self.item)))
+            .clone()
+    }
+
+    /// The message of a `message.created` event.
+    pub fn created_message(&self) -> Option<&Message> {
+        match &self.item {
+            Item::Event(Event {
+                kind: EventKind::MessageCreated(m),
+                ..
+            }) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// Real-time state of the hub.
+pub(crate) struct Realtime {
+    pub registry: Registry,
+    pub presence: Presence,
+    pub typing: Typing,
+    /// Woken after every commit that appended events.
+    pub wake: Notify,
+    /// Members of conversations with local recipients, by conversation.
+    members: Mutex<HashMap<ConversationId, Arc<Vec<Username>>>>,
+    /// Delivered markers waiting to be written, highest seq per member.
+    pending_delivered: Mutex<HashMap<(ConversationId, UserId), i64>>,
+    delivered_wake: Notify,
+    /// Long-poll sessions, by the log-in session polling.
+    polls: Mutex<HashMap<SessionId, Arc<tokio::sync::Mutex<stream::PollSlot>>>>,
+}
+
+/// Past this many cached member lists the cache starts over.
+const MEMBER_CACHE_MAX: usize = 50_000;
+
+impl Realtime {
+    pub fn new(queue: usize) -> Self {
+        Self {
+            registry: Registry::new(queue),
+            presence: Presence::default(),
+            typing: Typing::default(),
+            wake: Notify::new(),
+            members: Mutex::default(),
+            pending_delivered: Mutex::default(),
+            delivered_wake: Notify::new(),
+            polls: Mutex::default(),
+        }
+    }
+}
+
+/// The node's background tasks; dropping this stops them.
+pub struct RealtimeTasks {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for RealtimeTasks {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Hub {
+    pub(crate) fn rt(&self) -> &Realtime {
+        &self.inner.realtime
+    }
+
+    /// Tells the tailer that new events were committed.
+    pub(crate) fn wake_tailer(&self) {
+        self.rt().wake.notify_one();
+    }
+
+    /// Starts the node's real-time tasks: the tailer that fans events out,
+    /// the writer of delivered markers, and the sweeper that expires typing
+    /// and long-poll presence.
+    pub async fn start_realtime(&self) -> CoreResult<RealtimeTasks> {
+        let start = self.store().event_head().await?;
+        let tailer = tokio::spawn(self.clone().tail(start));
+        let delivered = tokio::spawn(self.clone().write_delivered());
+        let sweeper = tokio::spawn(self.clone().sweep());
+        Ok(RealtimeTasks {
+            tasks: vec![tailer, delivered, sweeper],
+        })
+    }
+
+    async fn tail(self, mut pos: EventPos) {
+        // Events can become visible without a wake-up on this node (written
+        // by another node, or held back behind an older open transaction),
+        // so the log is also polled.
+        const POLL: Duration = Duration::from_millis(200);
+        loop {
+            tokio::select! {
+                _ = self.rt().wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            loop {
+                let page = match self.store().events_after(pos, PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the event log failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
+                };
+                if page.is_empty() {
+                    break;
+                }
+                for event in page {
+                    pos = event.pos;
+                    self.dispatch(event).await;
+                }
+            }
+        }
+    }
+
+    /// Hands one durable event to the local sessions that may see it.
+    async fn dispatch(&self, event: Event) {
+        let conversation = event.conversation_id;
+        let membership_changes = matches!(
+            event.kind,
+            EventKind::ConversationCreated(_)
+                | EventKind::MemberAdded { .. }
+                | EventKind::MemberRemoved { .. }
+        );
+        if membership_changes {
+            self.rt()
+                .members
+                .lock()
+                .expect("member cache")
+                .remove(&conversation);
+        }
+        if self.rt().registry.is_empty() {
+            return;
+        }
+        let mut recipients = match self.member_names(conversation).await {
+            Some(names) => names.as_ref().clone(),
+            None => return,
+        };
+        if let EventKind::MemberRemoved { user } = &event.kind {
+            recipients.push(user.clone());
+        }
+        metrics::counter!("natter_events_dispatched_total").increment(1);
+        let out = Outbound::new(Item::Event(event));
+        self.rt().registry.send_to_names(&recipients, &out, None);
+    }
+
+    /// The member usernames of a conversation, cached.
+    pub(crate) async fn member_names(&self, id: ConversationId) -> Option<Arc<Vec<Username>>> {
+        if let Some(names) = self.rt().members.lock().expect("member cache").get(&id) {
+            return Some(names.clone());
+        }
+        let members = match self.store().members(id).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "loading members failed");
+                return None;
+            }
+        };
+        let names = Arc::new(
+            members
+                .into_iter()
+                .map(|m| m.user.username)
+                .collect::<Vec<_>>(),
+        );
+        let mut cache = self.rt().members.lock().expect("member cache");
+        if cache.len() >= MEMBER_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(id, names.clone());
+        Some(names)
+    }
+
+    /// Records that a message reached one of `caller`'s devices; the
+    /// delivered marker is written shortly after, coalesced with others.
+    pub fn note_delivered(&self, caller: &Caller, message: &Message) {
+        if message.sender == caller.user.username {
+            return;
+        }
+        let mut pending = self
+            .rt()
+            .pending_delivered
+            .lock()
+            .expect("pending delivered");
+        let seq = pending
+            .entry((message.conversation_id, caller.user.id))
+            .or_insert(0);
+        *seq = (*seq).max(message.seq);
+        drop(pending);
+        self.rt().delivered_wake.notify_one();
+    }
+
+    async fn write_delivered(self) {
+        // Coalescing window: a burst of messages costs one write per member.
+        const WINDOW: Duration = Duration::from_millis(50);
+        loop {
+            self.rt().delivered_wake.notified().await;
+            tokio::time::sleep(WINDOW).await;
+            let batch = std::mem::take(
+                &mut *self
+                    .rt()
+                    .pending_delivered
+                    .lock()
+                    .expect("pending delivered"),
+            );
+            let writes = batch.into_iter().map(|((conversation, user), seq)| {
+                let store = self.inner.store.clone();
+                async move {
+                    if let Err(e) = store.mark_delivered(conversation, user, seq).await {
+                        tracing::debug!(error = %e, "delivered marker not written");
+                    }
+                }
+            });
+            futures::future::join_all(writes).await;
+            self.wake_tailer();
+        }
+    }
+
+    async fn sweep(self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            for (conversation, user) in self.rt().typing.expired() {
+                self.broadcast_typing(conversation, &user, false).await;
+            }
+            for change in self.rt().presence.expire_leases() {
+                self.presence_changed(change).await;
+            }
+            self.expire_poll_slots();
+        }
+    }
+
+    /// Sends an ephemeral item to every local session of the given users.
+    pub(crate) fn send_ephemeral(&self, users: &[Username], item: Item, except: Option<&Username>) {
+        let out = Outbound::new(item);
+        self.rt().registry.send_to_names(users, &out, except);
+    }
+
+    /// Closes every local stream of `user` that authenticated with one of
+    /// `sessions` (or, with `None`, every stream but `keep`'s).
+    pub(crate) fn revoke_streams(&self, user: UserId, sessions: Revoked) {
+        self.rt().registry.revoke(user, sessions);
+    }
+}
+
+/// Which sessions a revocation covers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Revoked {
+    One(SessionId),
+    AllBut(Option<SessionId>),
+}
