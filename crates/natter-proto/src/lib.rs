@@ -284,6 +284,9 @@ pub struct Member {
     pub joined_at: DateTime<Utc>,
     /// The member has read everything up to this sequence number.
     pub read_seq: i64,
+    /// Everything up to this sequence number reached one of the member's
+    /// devices.
+    pub delivered_seq: i64,
 }
 
 impl From<t::Member> for Member {
@@ -294,6 +297,7 @@ impl From<t::Member> for Member {
             role: m.role.into(),
             joined_at: m.joined_at,
             read_seq: m.read_seq,
+            delivered_seq: m.delivered_seq,
         }
     }
 }

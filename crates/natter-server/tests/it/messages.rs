@@ -262,6 +262,7 @@ async fn read_markers_move_forward_only() {
         .unwrap()
         .clone();
     assert_eq!(me["read_seq"], 5);
+    assert_eq!(me["delivered_seq"], 5, "reading implies delivery");
 }
 
 /// Many clients sending into one group at once: every message gets its own
