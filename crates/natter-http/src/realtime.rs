@@ -363,6 +363,10 @@ pub async fn stream(
         .into_response();
     }
     ws.protocols([p::stream::SUBPROTOCOL])
+        // The library's default 128 KiB read buffer per connection would
+        // dominate the memory of idle connections; client frames are small
+        // and the buffer grows for the rare large one.
+        .read_buffer_size(4 * 1024)
         .max_message_size(s.stream.max_frame_bytes)
         .max_frame_size(s.stream.max_frame_bytes)
         .on_upgrade(move |socket| run_socket(socket, s))

@@ -1,10 +1,13 @@
-//! The `natter` command: `natter serve` runs the server.
+//! The `natter` command: `natter serve` runs the server; the client
+//! subcommands (`natter login`, `send`, `tail`, …), `natter admin …` and
+//! `natter completions` come from the `natter-cli` crate.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use natter_server::{Config, Overrides};
 use tracing_subscriber::EnvFilter;
 
@@ -41,6 +44,27 @@ enum Command {
     },
     /// Print the OpenAPI document of the REST API.
     Openapi,
+    #[command(flatten)]
+    Client(natter_cli::Command),
+    /// Administer accounts in a server's database (with the server stopped or running).
+    Admin {
+        /// TOML configuration file (see natter.example.toml).
+        #[arg(long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+        /// Directory for the server's files.
+        #[arg(long, value_name = "DIR", global = true)]
+        data_dir: Option<PathBuf>,
+        /// sqlite://PATH or postgres://USER@HOST/DB.
+        #[arg(long, value_name = "URL", global = true)]
+        database: Option<String>,
+        #[command(subcommand)]
+        command: natter_cli::AdminCommand,
+    },
+    /// Print a shell completion script, e.g. `natter completions bash > /etc/bash_completion.d/natter`.
+    Completions {
+        #[arg(value_enum)]
+        shell: natter_cli::Shell,
+    },
 }
 
 fn init_logging() {
@@ -53,7 +77,7 @@ fn init_logging() {
         .init();
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {
@@ -79,12 +103,47 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("binding HTTP to {}", config.http))?;
                 natter_server::run(config, listener, natter_server::shutdown_signal()).await
-            })
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Openapi => {
             let doc = natter_http::openapi();
             println!("{}", serde_json::to_string_pretty(&doc)?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Client(command) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(runtime.block_on(natter_cli::run(command)))
+        }
+        Command::Admin {
+            config,
+            data_dir,
+            database,
+            command,
+        } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            Ok(runtime.block_on(async move {
+                let hub = async {
+                    let config = Config::load(
+                        config.as_deref(),
+                        Overrides {
+                            data_dir,
+                            database,
+                            ..Overrides::default()
+                        },
+                    )?;
+                    let store = natter_server::open_store(&config).await?;
+                    anyhow::Ok(natter_core::Hub::new(store, config.core()))
+                }
+                .await;
+                natter_cli::admin::run(command, hub.map_err(|e| format!("{e:#}"))).await
+            }))
+        }
+        Command::Completions { shell } => {
+            natter_cli::print_completions(shell, &mut Cli::command());
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -6,7 +6,8 @@
 //! SQLite's write lock across processes), so rowid order is commit order:
 //! a read that sees position `p` has every position below it too, and no
 //! later commit can land behind a reader. That is what the contract asks
-//! of `events_after` with no extra bookkeeping.
+//! of `events_after` with no extra bookkeeping. Positions are never reused:
+//! a trigger forbids deleting the newest row (see `V2__events.sql`).
 //!
 //! Rows hold what the shared [`event_codec`] writes; message events are
 //! joined with the message (its current state), `conversation.created`
@@ -318,6 +319,28 @@ mod tests {
         );
         // the only sort is of positions, inside the IN list
         assert_eq!(p.matches("TEMP B-TREE").count(), 1, "{p}");
+    }
+
+    /// Positions are never handed out twice: old events may be deleted,
+    /// the newest may not, so the next position is always new.
+    #[test]
+    fn positions_are_never_reused() {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::migrate::run(&mut c).unwrap();
+        let conv = ConversationId::new();
+        for seq in 1..=3 {
+            append(&c, conv, &event_codec::message_created(seq), now()).unwrap();
+        }
+        assert_eq!(head(&c).unwrap(), EventPos::new(0, 3));
+        let err = c.execute("DELETE FROM events", []).unwrap_err();
+        assert!(err.to_string().contains("newest event"), "{err}");
+        assert!(c.execute("DELETE FROM events WHERE pos = 3", []).is_err());
+        assert_eq!(
+            c.execute("DELETE FROM events WHERE pos < 3", []).unwrap(),
+            2
+        );
+        append(&c, conv, &event_codec::message_created(4), now()).unwrap();
+        assert_eq!(head(&c).unwrap(), EventPos::new(0, 4));
     }
 
     /// A log of `n` events over `convs` conversations (pseudo-random), the

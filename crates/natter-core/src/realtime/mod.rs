@@ -54,6 +54,12 @@ pub const TYPING_TTL: Duration = Duration::from_secs(6);
 pub const POLL_PRESENCE_GRACE: Duration = Duration::from_secs(40);
 /// Events read from the store per page, when catching up or tailing.
 pub(crate) const PAGE: u32 = 500;
+/// Groups larger than this do not broadcast receipts: every member's
+/// marker moving for every message would cost members² frames. There,
+/// delivered markers are not tracked, and a read receipt goes only to the
+/// reader's own sessions (to sync unread counts across devices); markers
+/// stay readable through the conversation's member list.
+pub const RECEIPT_BROADCAST_LIMIT: usize = 32;
 
 /// Something to deliver to a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,13 +252,23 @@ impl Hub {
         if self.rt().registry.is_empty() {
             return;
         }
-        let mut recipients = match self.member_names(conversation).await {
-            Some(names) => names.as_ref().clone(),
+        let names = match self.member_names(conversation).await {
+            Some(names) => names,
             None => return,
         };
-        if let EventKind::MemberRemoved { user } = &event.kind {
-            recipients.push(user.clone());
-        }
+        let recipients = match &event.kind {
+            EventKind::MemberRemoved { user } => {
+                let mut r = names.as_ref().clone();
+                r.push(user.clone());
+                r
+            }
+            EventKind::Read { user, .. } | EventKind::Delivered { user, .. }
+                if names.len() > RECEIPT_BROADCAST_LIMIT =>
+            {
+                vec![user.clone()]
+            }
+            _ => names.as_ref().clone(),
+        };
         metrics::counter!("natter_events_dispatched_total").increment(1);
         let out = Outbound::new(Item::Event(event));
         self.rt().registry.send_to_names(&recipients, &out, None);
@@ -317,9 +333,16 @@ impl Hub {
                     .expect("pending delivered"),
             );
             let writes = batch.into_iter().map(|((conversation, user), seq)| {
-                let store = self.inner.store.clone();
+                let hub = self.clone();
                 async move {
-                    if let Err(e) = store.mark_delivered(conversation, user, seq).await {
+                    let small = hub
+                        .member_names(conversation)
+                        .await
+                        .is_some_and(|m| m.len() <= RECEIPT_BROADCAST_LIMIT);
+                    if !small {
+                        return;
+                    }
+                    if let Err(e) = hub.store().mark_delivered(conversation, user, seq).await {
                         tracing::debug!(error = %e, "delivered marker not written");
                     }
                 }

@@ -4,6 +4,7 @@
 //! PostgreSQL).
 
 mod accounts;
+mod cli;
 mod contacts;
 mod conversations;
 mod durability;
