@@ -12,14 +12,9 @@ use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Auth, ClientIp, OptionalJson, UserAgent};
-
-fn username(field: &'static str, s: &str) -> ApiResult<Username> {
-    Username::parse(s).map_err(|mut e| {
-        e.field = field;
-        e.into()
-    })
-}
+use crate::extract::{
+    ApiJson, ApiPath, ApiQuery, Auth, ClientIp, OptionalJson, UserAgent, username,
+};
 
 /// `POST /api/v1/accounts`: sign up.
 #[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts",

@@ -7,21 +7,14 @@ use base64::Engine;
 use chrono::DateTime;
 use natter_proto as p;
 use natter_store::ConversationCursor;
-use natter_types::{ClientId, ConversationId, GroupTitle, Role, Username};
+use natter_types::{ClientId, ConversationId, GroupTitle, Role};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Auth, OptionalJson};
-
-fn username(field: &'static str, s: &str) -> ApiResult<Username> {
-    Username::parse(s).map_err(|mut e| {
-        e.field = field;
-        e.into()
-    })
-}
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Auth, OptionalJson, username};
 
 /// Conversation-list cursors are opaque to clients: base64url of
 /// `<last activity in µs>.<id>`.

@@ -125,6 +125,14 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
     }
 }
 
+/// Parses a username from the request, naming `field` if it is invalid.
+pub fn username(field: &'static str, s: &str) -> Result<natter_types::Username, ApiError> {
+    natter_types::Username::parse(s).map_err(|mut e| {
+        e.field = field;
+        e.into()
+    })
+}
+
 /// Path parameters; a parameter that does not parse (a conversation id
 /// that is not a UUID) is a 404, as no such resource can exist.
 pub struct ApiPath<T>(pub T);

@@ -406,8 +406,14 @@ async fn slow_consumer_is_cut_off_and_resumes() {
     // fill, then his queue, and the server cuts him off
     for i in 0..300 {
         alice.say(&g, &format!("s{i}"), &big).await;
-        let e = fast.expect("message", |e| e["event"] == "message.created").await;
-        assert_eq!(e["data"]["message"]["seq"], i + 1, "the fast reader is unaffected");
+        let e = fast
+            .expect("message", |e| e["event"] == "message.created")
+            .await;
+        assert_eq!(
+            e["data"]["message"]["seq"],
+            i + 1,
+            "the fast reader is unaffected"
+        );
     }
     let mut code = None;
     loop {
