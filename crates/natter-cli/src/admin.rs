@@ -13,11 +13,10 @@
 //! so a running server refuses their tokens from the next request on
 //! (already-open event streams of that server end when they reconnect).
 //!
-//! Disabling accounts is not offered yet: the store has no notion of a
-//! disabled account. It needs one (a `disabled_at` on users, an operation
-//! that sets it and deletes the user's sessions in one transaction, log-in
-//! and token checks that refuse disabled accounts), and a running server
-//! needs to learn of it to close that user's open streams.
+//! `disable-user` marks the account disabled and deletes its sessions in
+//! one transaction: log-ins are refused (`account_disabled`) and its
+//! tokens stop working at once; event streams already open on a running
+//! server end at their next reconnect. `enable-user` undoes it.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -40,6 +39,18 @@ pub enum AdminCommand {
     ResetPassword(ResetPasswordArgs),
     /// List every account.
     ListUsers(ListUsersArgs),
+    /// Disable an account: it can no longer log in and its sessions end.
+    DisableUser(UserArgs),
+    /// Let a disabled account log in again.
+    EnableUser(UserArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    pub username: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +171,24 @@ async fn execute(command: AdminCommand, hub: &Hub) -> CliResult {
                 output::json(&json!({"username": username.as_str(), "sessions_revoked": true}));
             } else {
                 println!("new password set for {username}; all of its sessions were ended");
+            }
+        }
+        AdminCommand::DisableUser(a) => {
+            let username = Username::parse(&a.username).map_err(invalid)?;
+            hub.disable_user(&username).await.map_err(core_failure)?;
+            if a.json {
+                output::json(&json!({"username": username.as_str(), "disabled": true}));
+            } else {
+                println!("disabled {username}; all of its sessions were ended");
+            }
+        }
+        AdminCommand::EnableUser(a) => {
+            let username = Username::parse(&a.username).map_err(invalid)?;
+            hub.enable_user(&username).await.map_err(core_failure)?;
+            if a.json {
+                output::json(&json!({"username": username.as_str(), "disabled": false}));
+            } else {
+                println!("enabled {username}");
             }
         }
         AdminCommand::ListUsers(a) => {

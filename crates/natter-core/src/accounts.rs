@@ -118,7 +118,17 @@ impl Hub {
         .await
         .map_err(|e| CoreError::Unavailable(e.to_string()))?;
         match (ok, user) {
-            (true, Some(user)) => Ok(user),
+            (true, Some(user)) => {
+                // Only a caller who knows the password learns that the
+                // account is disabled.
+                if self.store().user_disabled_at(user.id).await?.is_some() {
+                    return Err(CoreError::forbidden(
+                        "account_disabled",
+                        "this account has been disabled by an administrator",
+                    ));
+                }
+                Ok(user)
+            }
             _ => {
                 if let Some(ip) = ip {
                     self.inner.throttle.failed(ip);
@@ -245,6 +255,24 @@ impl Hub {
             .set_credentials(user.id, credentials, None)
             .await?;
         self.revoke_streams(user.id, Revoked::AllBut(None));
+        Ok(())
+    }
+
+    /// Disables an account: it cannot log in, and every session ends now
+    /// (streams on this node are closed; other processes' streams end at
+    /// their next reconnect, as their tokens no longer work). For
+    /// administrators.
+    pub async fn disable_user(&self, username: &Username) -> CoreResult<()> {
+        let user = self.user(username).await?;
+        self.store().set_user_disabled(user.id, Some(now())).await?;
+        self.revoke_streams(user.id, Revoked::AllBut(None));
+        Ok(())
+    }
+
+    /// Lets a disabled account log in again. For administrators.
+    pub async fn enable_user(&self, username: &Username) -> CoreResult<()> {
+        let user = self.user(username).await?;
+        self.store().set_user_disabled(user.id, None).await?;
         Ok(())
     }
 

@@ -342,6 +342,30 @@ impl Store for PgStore {
         }))
     }
 
+    async fn set_user_disabled(&self, id: UserId, at: Option<Timestamp>) -> StoreResult<()> {
+        let c = self.conn().await?;
+        // One statement, so the flag and the end of the sessions commit
+        // together.
+        let row = query_opt(
+            &c,
+            "WITH u AS (UPDATE users SET disabled_at = $2 WHERE id = $1 RETURNING id),
+                  d AS (DELETE FROM sessions
+                         WHERE user_id IN (SELECT id FROM u) AND $2::timestamptz IS NOT NULL)
+             SELECT id FROM u",
+            &[&id.0, &at],
+        )
+        .await?;
+        row.map(|_| ()).ok_or(StoreError::NotFound("user"))
+    }
+
+    async fn user_disabled_at(&self, id: UserId) -> StoreResult<Option<Timestamp>> {
+        let c = self.conn().await?;
+        let row = query_opt(&c, "SELECT disabled_at FROM users WHERE id = $1", &[&id.0])
+            .await?
+            .ok_or(StoreError::NotFound("user"))?;
+        get(&row, 0)
+    }
+
     async fn set_display_name(&self, id: UserId, name: Option<DisplayName>) -> StoreResult<User> {
         let c = self.conn().await?;
         let name = name.as_ref().map(DisplayName::as_str);

@@ -11,8 +11,8 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::codec::{
-    DbResultExt, credentials_at, credentials_cols, micros, session_at, session_cols, truncate, ts,
-    user_at, user_cols, user_ref_at, user_ref_cols,
+    DbResultExt, credentials_at, credentials_cols, micros, opt_ts, session_at, session_cols,
+    truncate, ts, user_at, user_cols, user_ref_at, user_ref_cols,
 };
 
 // --- users ----------------------------------------------------------------
@@ -118,6 +118,33 @@ pub(crate) fn credentials(c: &Connection, id: UserId) -> StoreResult<Option<Cred
     .query_row([id.0], |r| credentials_at(r, 0))
     .optional()
     .db()
+}
+
+pub(crate) fn set_disabled(c: &Connection, id: UserId, at: Option<Timestamp>) -> StoreResult<()> {
+    let changed = c
+        .prepare_cached("UPDATE users SET disabled_at = ?2 WHERE id = ?1")
+        .db()?
+        .execute(params![id.0, at.map(micros)])
+        .db()?;
+    if changed == 0 {
+        return Err(StoreError::NotFound("user"));
+    }
+    if at.is_some() {
+        c.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")
+            .db()?
+            .execute([id.0])
+            .db()?;
+    }
+    Ok(())
+}
+
+pub(crate) fn disabled_at(c: &Connection, id: UserId) -> StoreResult<Option<Timestamp>> {
+    c.prepare_cached("SELECT disabled_at FROM users WHERE id = ?1")
+        .db()?
+        .query_row([id.0], |r| opt_ts(r, 0))
+        .optional()
+        .db()?
+        .ok_or(StoreError::NotFound("user"))
 }
 
 pub(crate) fn set_display_name(

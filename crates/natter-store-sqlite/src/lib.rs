@@ -183,6 +183,14 @@ impl Store for SqliteStore {
         self.read(move |c| accounts::credentials(c, id)).await
     }
 
+    async fn set_user_disabled(&self, id: UserId, at: Option<Timestamp>) -> StoreResult<()> {
+        self.write(move |c| accounts::set_disabled(c, id, at)).await
+    }
+
+    async fn user_disabled_at(&self, id: UserId) -> StoreResult<Option<Timestamp>> {
+        self.read(move |c| accounts::disabled_at(c, id)).await
+    }
+
     async fn set_display_name(&self, id: UserId, name: Option<DisplayName>) -> StoreResult<User> {
         self.write(move |c| accounts::set_display_name(c, id, name.as_ref()))
             .await

@@ -974,7 +974,7 @@ macro_rules! conformance_tests {
             users sessions contacts direct_conversations groups append_and_dedupe
             concurrent_appends history edit_and_delete read_markers conversation_list
             event_log user_events tailing_under_concurrent_writes delivered_markers
-            presence_relations);
+            presence_relations disabled_accounts);
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn survives_reopen() {
@@ -1406,4 +1406,47 @@ pub async fn presence_relations(store: Arc<dyn Store>) {
     let subjects = store.presence_subjects(bob.id).await.unwrap();
     assert_eq!(subjects[0].last_seen_at, Some(at));
     assert_eq!(subjects[0].id, alice.id);
+}
+
+/// Disabling an account ends its sessions at once; enabling it again
+/// lets it log in anew.
+pub async fn disabled_accounts(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    store
+        .create_session(session(alice.id, 1, TimeDelta::hours(1)))
+        .await
+        .unwrap();
+    store
+        .create_session(session(alice.id, 2, TimeDelta::hours(1)))
+        .await
+        .unwrap();
+    store
+        .create_session(session(bob.id, 3, TimeDelta::hours(1)))
+        .await
+        .unwrap();
+    assert_eq!(store.user_disabled_at(alice.id).await.unwrap(), None);
+
+    let at = now();
+    store.set_user_disabled(alice.id, Some(at)).await.unwrap();
+    assert_eq!(store.user_disabled_at(alice.id).await.unwrap(), Some(at));
+    assert!(store.session_by_token(&[1; 32]).await.unwrap().is_none());
+    assert!(store.session_by_token(&[2; 32]).await.unwrap().is_none());
+    assert!(
+        store.session_by_token(&[3; 32]).await.unwrap().is_some(),
+        "bob untouched"
+    );
+    assert_eq!(store.user_disabled_at(bob.id).await.unwrap(), None);
+
+    store.set_user_disabled(alice.id, None).await.unwrap();
+    assert_eq!(store.user_disabled_at(alice.id).await.unwrap(), None);
+    assert!(matches!(
+        store.set_user_disabled(UserId(i64::MAX), Some(at)).await,
+        Err(StoreError::NotFound("user"))
+    ));
+    assert!(matches!(
+        store.user_disabled_at(UserId(i64::MAX)).await,
+        Err(StoreError::NotFound("user"))
+    ));
 }

@@ -156,6 +156,13 @@ pub trait Store: Send + Sync + 'static {
         credentials: Credentials,
         keep: Option<SessionId>,
     ) -> StoreResult<()>;
+    /// Disables the account (`Some(when)`) or enables it again (`None`).
+    /// Disabling deletes every session of the user in the same
+    /// transaction. `NotFound("user")` if there is no such user.
+    async fn set_user_disabled(&self, id: UserId, at: Option<Timestamp>) -> StoreResult<()>;
+    /// When the account was disabled, if it is. `NotFound("user")` if there
+    /// is no such user.
+    async fn user_disabled_at(&self, id: UserId) -> StoreResult<Option<Timestamp>>;
     /// Users whose username starts with `query` or whose display name
     /// contains it, case-insensitively, ordered by username.
     async fn search_users(&self, query: &str, limit: u32) -> StoreResult<Vec<User>>;

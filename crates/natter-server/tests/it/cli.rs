@@ -732,6 +732,57 @@ async fn admin_manages_accounts_while_the_server_runs() {
     .await
     .fails(NOT_FOUND, "user not found");
 
+    // disabling ends the sessions and refuses log-ins, over REST too;
+    // enabling lets the account back in
+    let rest = server
+        .client()
+        .log_in("alice", "a brand new password")
+        .await;
+    let out = cli
+        .run(&admin_args(&server, &["disable-user", "alice", "--json"]))
+        .await;
+    assert_eq!(out.json()["disabled"], true);
+    cli.run(&["whoami"]).await.fails(AUTH, "log in again");
+    rest.get("/api/v1/me")
+        .await
+        .expect_error(401, "unauthenticated");
+    server
+        .client()
+        .post(
+            "/api/v1/sessions",
+            natter_testkit::json!({"username": "alice", "password": "a brand new password"}),
+        )
+        .await
+        .expect_error(403, "account_disabled");
+    // a wrong password does not learn that the account is disabled
+    server
+        .client()
+        .post(
+            "/api/v1/sessions",
+            natter_testkit::json!({"username": "alice", "password": "not the password"}),
+        )
+        .await
+        .expect_error(401, "invalid_credentials");
+    cli.run_with(
+        &["login", "alice", "--password-stdin"],
+        "a brand new password",
+    )
+    .await
+    .fails(PERMISSION, "disabled");
+    cli.run(&admin_args(&server, &["disable-user", "nobody"]))
+        .await
+        .fails(NOT_FOUND, "user not found");
+    let out = cli
+        .run(&admin_args(&server, &["enable-user", "alice"]))
+        .await;
+    assert_eq!(out.ok().trim(), "enabled alice");
+    cli.run_with(
+        &["login", "alice", "--password-stdin"],
+        "a brand new password",
+    )
+    .await
+    .ok();
+
     let out = cli.run(&admin_args(&server, &["list-users"])).await;
     assert!(
         out.ok()
