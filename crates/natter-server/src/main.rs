@@ -71,9 +71,14 @@ fn init_logging() {
     let filter = EnvFilter::try_from_env("NATTER_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: logs piped to files or journald stay
+    // plain text (and `NO_COLOR` is honoured too).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(ansi)
         .init();
 }
 
