@@ -195,6 +195,11 @@ fn reply(reference: Option<String>, result: ApiResult<serde_json::Value>) -> Ser
 /// Parses a client frame: not JSON is `malformed_json`, an unknown `type`
 /// is `unknown_type`, bad fields are `invalid_field`.
 fn parse_command(text: &str) -> Result<Command, (Option<String>, ApiError)> {
+    // The common case, a valid frame, costs one parse; the slower path
+    // below only runs to explain what is wrong with a bad one.
+    if let Ok(command) = serde_json::from_str::<Command>(text) {
+        return Ok(command);
+    }
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         (
             None,
