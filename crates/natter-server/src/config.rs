@@ -65,6 +65,8 @@ pub struct StreamSettings {
     pub queue: usize,
     /// Seconds between heartbeats; silent connections close after three.
     pub heartbeat_secs: u64,
+    /// Seconds a new connection has to send its `auth` frame.
+    pub auth_timeout_secs: u64,
 }
 
 impl Default for StreamSettings {
@@ -74,6 +76,7 @@ impl Default for StreamSettings {
             commands_per_second: 50,
             queue: CoreConfig::default().stream_queue,
             heartbeat_secs: 30,
+            auth_timeout_secs: 10,
         }
     }
 }
@@ -194,6 +197,15 @@ impl Config {
             self.accounts.session_ttl_secs > 0,
             "accounts.session_ttl_secs must be positive"
         );
+        // A zero period would make the heartbeat timer panic.
+        anyhow::ensure!(
+            self.stream.heartbeat_secs > 0,
+            "stream.heartbeat_secs must be positive"
+        );
+        anyhow::ensure!(
+            self.stream.auth_timeout_secs > 0,
+            "stream.auth_timeout_secs must be positive"
+        );
         Ok(())
     }
 
@@ -293,6 +305,8 @@ mod tests {
             jail.create_file("bad.toml", "unknown_key = 1")?;
             assert!(Config::load(Some(Path::new("bad.toml")), Overrides::default()).is_err());
             jail.create_file("bad2.toml", "[accounts]\nscram_iterations = 10")?;
+            jail.create_file("bad3.toml", "[stream]\nheartbeat_secs = 0")?;
+            assert!(Config::load(Some(Path::new("bad3.toml")), Overrides::default()).is_err());
             assert!(Config::load(Some(Path::new("bad2.toml")), Overrides::default()).is_err());
             assert!(Config::load(Some(Path::new("missing.toml")), Overrides::default()).is_err());
             Ok(())

@@ -86,6 +86,7 @@ pub async fn run(
             allowed_origins: config.stream.allowed_origins.clone(),
             commands_per_second: config.stream.commands_per_second,
             heartbeat: Duration::from_secs(config.stream.heartbeat_secs),
+            auth_timeout: Duration::from_secs(config.stream.auth_timeout_secs),
             ..StreamConfig::for_body_limit(config.limits.max_body_bytes)
         }),
         metrics: metrics_handle(),

@@ -601,3 +601,11 @@ async fn silent_clients_time_out() {
     };
     assert_eq!(code, Some(4009));
 }
+
+/// A connection that does not authenticate in time is closed with 4001.
+#[tokio::test]
+async fn unauthenticated_connections_time_out() {
+    let server = TestServer::start_with(|c| c.stream.auth_timeout_secs = 1).await;
+    let mut s = RawSocket::open(&server.client().base, None).await.unwrap();
+    assert_eq!(s.recv().await, Err(Some(4001)));
+}
