@@ -10,13 +10,14 @@
 //! revocation). It works with the server stopped or running: SQLite
 //! allows a second process (WAL, busy timeout) and PostgreSQL is shared
 //! anyway. A password reset deletes the user's sessions in the database,
-//! so a running server refuses their tokens from the next request on
-//! (already-open event streams of that server end when they reconnect).
+//! so a running server refuses their tokens from the next request on, and
+//! closes their open event streams at the next heartbeat.
 //!
 //! `disable-user` marks the account disabled and deletes its sessions in
 //! one transaction: log-ins are refused (`account_disabled`) and its
 //! tokens stop working at once; event streams already open on a running
-//! server end at their next reconnect. `enable-user` undoes it.
+//! server are told and closed at their next heartbeat (the server checks
+//! each stream's session then). `enable-user` undoes it.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;

@@ -197,6 +197,12 @@ impl Hub {
         })
     }
 
+    /// Whether the caller's session still stands (not revoked, not
+    /// expired), wherever it may have been revoked.
+    pub async fn session_valid(&self, caller: &Caller) -> CoreResult<bool> {
+        Ok(self.store().session_valid(caller.session, now()).await?)
+    }
+
     /// Ends the caller's own session.
     pub async fn log_out(&self, caller: &Caller) -> CoreResult<()> {
         self.store()

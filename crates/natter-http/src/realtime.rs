@@ -577,6 +577,15 @@ async fn run_socket(mut socket: WebSocket, s: AppState) {
                     close_with(&mut socket, close::IDLE_TIMEOUT, "idle").await;
                     break;
                 }
+                // A revocation by another process or node (an
+                // administrator, a password change elsewhere) reaches
+                // this connection at the next heartbeat.
+                if let Ok(false) = s.hub.session_valid(&caller).await {
+                    let revoked = encode_event(&Outbound::new(Item::SessionRevoked));
+                    let _ = send_text(&mut socket, revoked.to_string()).await;
+                    close_with(&mut socket, close::SESSION_REVOKED, "session revoked").await;
+                    break;
+                }
                 if socket.send(WsMessage::Ping(Default::default())).await.is_err() {
                     break;
                 }

@@ -506,6 +506,17 @@ impl Store for PgStore {
         .collect()
     }
 
+    async fn session_valid(&self, id: SessionId, now: Timestamp) -> StoreResult<bool> {
+        let c = self.conn().await?;
+        let row = query_opt(
+            &c,
+            "SELECT 1 FROM sessions WHERE id = $1 AND expires_at > $2",
+            &[&id.0, &now],
+        )
+        .await?;
+        Ok(row.is_some())
+    }
+
     async fn revoke_session(&self, user: UserId, id: SessionId) -> StoreResult<bool> {
         let c = self.conn().await?;
         let n = execute(

@@ -293,6 +293,13 @@ pub(crate) fn list_sessions(
         .db()
 }
 
+pub(crate) fn session_valid(c: &Connection, id: SessionId, now: Timestamp) -> StoreResult<bool> {
+    c.prepare_cached("SELECT 1 FROM sessions WHERE id = ?1 AND expires_at > ?2")
+        .db()?
+        .exists(params![id.0.as_bytes(), micros(now)])
+        .db()
+}
+
 pub(crate) fn revoke_session(c: &Connection, user: UserId, id: SessionId) -> StoreResult<bool> {
     let n = c
         .prepare_cached("DELETE FROM sessions WHERE id = ?1 AND user_id = ?2")

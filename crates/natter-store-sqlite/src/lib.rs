@@ -232,6 +232,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn session_valid(&self, id: SessionId, now: Timestamp) -> StoreResult<bool> {
+        self.read(move |c| accounts::session_valid(c, id, now))
+            .await
+    }
+
     async fn revoke_session(&self, user: UserId, id: SessionId) -> StoreResult<bool> {
         self.write(move |c| accounts::revoke_session(c, user, id))
             .await

@@ -249,7 +249,17 @@ pub async fn sessions(store: Arc<dyn Store>) {
         "not alice's session"
     );
     assert!(store.session_by_token(&[4; 32]).await.unwrap().is_some());
+    assert!(store.session_valid(s1.id, now()).await.unwrap());
+    assert!(
+        !store.session_valid(expired.id, now()).await.unwrap(),
+        "expired"
+    );
+    assert!(
+        !store.session_valid(SessionId::new(), now()).await.unwrap(),
+        "unknown"
+    );
     assert!(store.revoke_session(alice.id, s1.id).await.unwrap());
+    assert!(!store.session_valid(s1.id, now()).await.unwrap(), "revoked");
     assert!(!store.revoke_session(alice.id, s1.id).await.unwrap());
     assert!(store.session_by_token(&[1; 32]).await.unwrap().is_none());
 

@@ -177,6 +177,10 @@ pub trait Store: Send + Sync + 'static {
     /// Sessions of the user that have not expired at `now`
     /// (`expires_at > now`), newest first.
     async fn list_sessions(&self, user: UserId, now: Timestamp) -> StoreResult<Vec<Session>>;
+    /// Whether the session exists and has not expired at `now`. Long-lived
+    /// connections ask this periodically, so that a session revoked by
+    /// another process or node ends there too.
+    async fn session_valid(&self, id: SessionId, now: Timestamp) -> StoreResult<bool>;
     /// Deletes one session; `false` if the user has no such session.
     async fn revoke_session(&self, user: UserId, id: SessionId) -> StoreResult<bool>;
     /// Deletes sessions expired at `now` (`expires_at <= now`, the same

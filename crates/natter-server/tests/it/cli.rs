@@ -836,3 +836,32 @@ async fn completions_for_common_shells() {
         .await
         .fails(USAGE, "invalid value");
 }
+
+/// An administrator in another process disables a user: the running
+/// server's open stream of that user is told and closed at its next
+/// heartbeat, although the revocation never passed through that server.
+#[tokio::test]
+async fn admin_disable_closes_open_streams_of_a_running_server() {
+    let server = TestServer::start_with(|c| c.stream.heartbeat_secs = 1).await;
+    let alice = server.user("alice").await;
+    let mut socket = natter_testkit::stream::RawSocket::open(&server.client().base, None)
+        .await
+        .unwrap();
+    socket
+        .send_json(serde_json::json!({"type": "auth", "token": alice.token.clone().unwrap()}))
+        .await;
+    assert_eq!(socket.recv_reply().await.unwrap()["type"], "hello");
+    let cli = Cli::new(&server);
+    cli.run(&admin_args(&server, &["disable-user", "alice"]))
+        .await
+        .ok();
+    let mut revoked = false;
+    let code = loop {
+        match socket.recv().await {
+            Ok(f) => revoked |= f["event"] == "session.revoked",
+            Err(code) => break code,
+        }
+    };
+    assert!(revoked, "the stream is told before it closes");
+    assert_eq!(code, Some(4003));
+}
