@@ -31,7 +31,8 @@ pub fn now() -> Timestamp {
         .unwrap()
 }
 
-fn creds(seed: u8) -> Credentials {
+/// Credentials that are valid in form, for tests that never log in.
+pub fn creds(seed: u8) -> Credentials {
     Credentials {
         salt: vec![seed; 16],
         iterations: 4096,
@@ -46,7 +47,8 @@ fn creds(seed: u8) -> Credentials {
     }
 }
 
-async fn user(store: &dyn Store, name: &str) -> User {
+/// Creates the account `name`; for backend-specific tests too.
+pub async fn user(store: &dyn Store, name: &str) -> User {
     store
         .create_user(NewUser {
             username: Username::parse(name).unwrap(),
@@ -62,7 +64,13 @@ fn body(s: &str) -> Body {
     Body::parse(s.to_owned(), Body::DEFAULT_MAX_BYTES).unwrap()
 }
 
-fn new_message(conv: ConversationId, sender: UserId, client_id: &str, text: &str) -> NewMessage {
+/// A new message to append, stamped now.
+pub fn new_message(
+    conv: ConversationId,
+    sender: UserId,
+    client_id: &str,
+    text: &str,
+) -> NewMessage {
     NewMessage {
         id: MessageId::new(),
         conversation_id: conv,

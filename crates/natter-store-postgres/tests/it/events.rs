@@ -5,51 +5,13 @@
 
 use std::time::Duration;
 
-use natter_store::conformance::{Harness, now};
+use natter_store::conformance::{Harness, new_message, now, user};
 use natter_store::types::*;
-use natter_store::{NewGroup, NewMessage, NewUser, Store};
+use natter_store::{NewGroup, Store};
 use natter_store_postgres::{PgOptions, PgStore};
 use tokio_postgres::NoTls;
 
 use crate::{PgHarness, admin_client, url};
-
-fn creds() -> Credentials {
-    Credentials {
-        salt: vec![1; 16],
-        iterations: 4096,
-        sha1: ScramKeys {
-            stored_key: vec![2; 20],
-            server_key: vec![3; 20],
-        },
-        sha256: ScramKeys {
-            stored_key: vec![4; 32],
-            server_key: vec![5; 32],
-        },
-    }
-}
-
-async fn user(store: &dyn Store, name: &str) -> User {
-    store
-        .create_user(NewUser {
-            username: Username::parse(name).unwrap(),
-            display_name: None,
-            credentials: creds(),
-            now: now(),
-        })
-        .await
-        .unwrap()
-}
-
-fn message(conv: ConversationId, sender: UserId, client_id: &str) -> NewMessage {
-    NewMessage {
-        id: MessageId::new(),
-        conversation_id: conv,
-        sender,
-        client_id: ClientId::parse(client_id).unwrap(),
-        body: Body::parse("hello".into(), Body::DEFAULT_MAX_BYTES).unwrap(),
-        now: now(),
-    }
-}
 
 fn created_ids(events: &[Event]) -> Vec<MessageId> {
     events
@@ -148,7 +110,7 @@ async fn an_open_transaction_holds_back_later_commits() {
         let node_a = node_a.clone();
         tokio::spawn(async move {
             node_a
-                .append_message(message(d1.id, alice.id, "held"))
+                .append_message(new_message(d1.id, alice.id, "held", "hello"))
                 .await
                 .unwrap()
                 .message
@@ -158,7 +120,7 @@ async fn an_open_transaction_holds_back_later_commits() {
 
     // T2 commits on the other node.
     let later = node_b
-        .append_message(message(d2.id, alice.id, "later"))
+        .append_message(new_message(d2.id, alice.id, "later", "hello"))
         .await
         .unwrap()
         .message;
@@ -242,7 +204,7 @@ async fn reads_wait_for_older_transactions() {
         .await
         .unwrap();
     let sent = store
-        .append_message(message(d.id, alice.id, "m1"))
+        .append_message(new_message(d.id, alice.id, "m1", "hello"))
         .await
         .unwrap()
         .message;
@@ -292,7 +254,7 @@ async fn racing_nodes_append_one_event_per_change() {
         .unwrap();
     for i in 0..5 {
         nodes[0]
-            .append_message(message(g.id, alice.id, &format!("r{i}")))
+            .append_message(new_message(g.id, alice.id, &format!("r{i}"), "hello"))
             .await
             .unwrap();
     }

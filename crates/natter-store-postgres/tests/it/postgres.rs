@@ -7,50 +7,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
-use natter_store::conformance::{Harness, now};
+use natter_store::conformance::{Harness, creds, new_message, now, user};
 use natter_store::types::*;
-use natter_store::{NewGroup, NewMessage, NewUser, Store, StoreError};
+use natter_store::{NewGroup, NewUser, Store, StoreError};
 use natter_store_postgres::{PgOptions, PgStore};
 
 use crate::{PgHarness, admin_client, url};
-
-fn creds() -> Credentials {
-    Credentials {
-        salt: vec![1; 16],
-        iterations: 4096,
-        sha1: ScramKeys {
-            stored_key: vec![2; 20],
-            server_key: vec![3; 20],
-        },
-        sha256: ScramKeys {
-            stored_key: vec![4; 32],
-            server_key: vec![5; 32],
-        },
-    }
-}
-
-async fn user(store: &dyn Store, name: &str) -> User {
-    store
-        .create_user(NewUser {
-            username: Username::parse(name).unwrap(),
-            display_name: None,
-            credentials: creds(),
-            now: now(),
-        })
-        .await
-        .unwrap()
-}
-
-fn message(conv: ConversationId, sender: UserId, client_id: &str) -> NewMessage {
-    NewMessage {
-        id: MessageId::new(),
-        conversation_id: conv,
-        sender,
-        client_id: ClientId::parse(client_id).unwrap(),
-        body: Body::parse("hello".into(), Body::DEFAULT_MAX_BYTES).unwrap(),
-        now: now(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_starting_together_migrate_once() {
@@ -154,7 +116,7 @@ async fn duplicate_sends_racing_across_nodes() {
         let tasks: Vec<_> = (0..8)
             .map(|i| {
                 let store = nodes[i % 2].clone();
-                let m = message(c.id, alice.id, &client_id);
+                let m = new_message(c.id, alice.id, &client_id, "hello");
                 tokio::spawn(async move { store.append_message(m).await.unwrap() })
             })
             .collect();
@@ -204,7 +166,7 @@ async fn appends_across_nodes_are_gap_free() {
             tokio::spawn(async move {
                 for j in 0..20 {
                     store
-                        .append_message(message(conv, sid, &format!("n{j}")))
+                        .append_message(new_message(conv, sid, &format!("n{j}"), "hello"))
                         .await
                         .unwrap();
                 }
@@ -242,7 +204,7 @@ async fn records_round_trip_exactly() {
         .create_user(NewUser {
             username: Username::parse("alice").unwrap(),
             display_name: None,
-            credentials: creds(),
+            credentials: creds(1),
             now: nanos,
         })
         .await
@@ -254,7 +216,7 @@ async fn records_round_trip_exactly() {
         .await
         .unwrap();
     assert_eq!(store.conversation(c.id).await.unwrap().unwrap(), c);
-    let mut m = message(c.id, alice.id, "precise");
+    let mut m = new_message(c.id, alice.id, "precise", "hello");
     m.now = nanos;
     let sent = store.append_message(m).await.unwrap().message;
     assert_eq!(store.message(c.id, 1).await.unwrap().unwrap(), sent);
