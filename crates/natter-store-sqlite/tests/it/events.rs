@@ -4,11 +4,9 @@
 
 use std::sync::Arc;
 
-use natter_store::conformance::now;
-use natter_store::{NewMessage, Store, StoreError};
-use natter_types::{
-    Body, ClientId, ConversationId, Event, EventKind, EventPos, GroupTitle, MessageId, Role, UserId,
-};
+use natter_store::conformance::{new_message, now};
+use natter_store::{Store, StoreError};
+use natter_types::{Body, ConversationId, Event, EventKind, EventPos, GroupTitle, Role, UserId};
 
 use crate::Sqlite;
 use crate::writers::{group, user};
@@ -23,17 +21,6 @@ async fn all_events(store: &dyn Store, after: EventPos) -> Vec<Event> {
 
 fn body(s: &str) -> Body {
     Body::parse(s.to_owned(), Body::DEFAULT_MAX_BYTES).unwrap()
-}
-
-fn new_message(conv: ConversationId, sender: UserId, client_id: &str, text: &str) -> NewMessage {
-    NewMessage {
-        id: MessageId::new(),
-        conversation_id: conv,
-        sender,
-        client_id: ClientId::parse(client_id).unwrap(),
-        body: body(text),
-        now: now(),
-    }
 }
 
 /// Calls that change nothing, or fail, append nothing; positions go on

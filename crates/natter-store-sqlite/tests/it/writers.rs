@@ -5,38 +5,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use natter_store::conformance::now;
-use natter_store::{HistoryQuery, NewGroup, NewMessage, NewUser, Store, StoreError};
-use natter_types::{
-    Body, ClientId, Conversation, ConversationId, Credentials, GroupTitle, MessageId, ScramKeys,
-    User, Username,
-};
+use natter_store::{HistoryQuery, NewGroup, NewMessage, Store, StoreError};
+use natter_types::{Conversation, ConversationId, GroupTitle, User};
 
 use crate::Sqlite;
 
-fn creds() -> Credentials {
-    let keys = |n| ScramKeys {
-        stored_key: vec![1; n],
-        server_key: vec![2; n],
-    };
-    Credentials {
-        salt: vec![0; 16],
-        iterations: 4096,
-        sha1: keys(20),
-        sha256: keys(32),
-    }
-}
-
-pub async fn user(store: &dyn Store, name: &str) -> User {
-    store
-        .create_user(NewUser {
-            username: Username::parse(name).unwrap(),
-            display_name: None,
-            credentials: creds(),
-            now: now(),
-        })
-        .await
-        .unwrap()
-}
+pub use natter_store::conformance::user;
 
 pub async fn group(store: &dyn Store, owner: &User, members: &[User]) -> Conversation {
     store
@@ -52,14 +26,7 @@ pub async fn group(store: &dyn Store, owner: &User, members: &[User]) -> Convers
 }
 
 pub fn message(conv: &Conversation, sender: &User, client_id: &str) -> NewMessage {
-    NewMessage {
-        id: MessageId::new(),
-        conversation_id: conv.id,
-        sender: sender.id,
-        client_id: ClientId::parse(client_id).unwrap(),
-        body: Body::parse("load test".into(), Body::DEFAULT_MAX_BYTES).unwrap(),
-        now: now(),
-    }
+    natter_store::conformance::new_message(conv.id, sender.id, client_id, "load test")
 }
 
 /// Starts `tasks` tasks per store, each appending `each` messages in turn,
