@@ -992,7 +992,7 @@ macro_rules! conformance_tests {
             users sessions contacts direct_conversations groups append_and_dedupe
             concurrent_appends history edit_and_delete read_markers conversation_list
             event_log user_events tailing_under_concurrent_writes delivered_markers
-            presence_relations disabled_accounts);
+            presence_relations disabled_accounts rejoined_member_events);
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn survives_reopen() {
@@ -1467,4 +1467,55 @@ pub async fn disabled_accounts(store: Arc<dyn Store>) {
         store.user_disabled_at(UserId(i64::MAX)).await,
         Err(StoreError::NotFound("user"))
     ));
+}
+
+/// A member removed and added again matches their removal event twice
+/// (by conversation and as its target): it must still come once, and a
+/// page must still be full.
+pub async fn rejoined_member_events(store: Arc<dyn Store>) {
+    let store = &*store;
+    let start = store.event_head().await.unwrap();
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let g = group(store, &alice, &[&bob]).await;
+    store.remove_member(g.id, bob.id).await.unwrap();
+    store
+        .set_member(g.id, bob.id, Role::Member, now())
+        .await
+        .unwrap();
+    for i in 0..5 {
+        store
+            .append_message(new_message(g.id, alice.id, &format!("j{i}"), "back"))
+            .await
+            .unwrap();
+    }
+    let all = store.user_events_after(bob.id, start, 100).await.unwrap();
+    assert_eq!(
+        names(&all),
+        [
+            "conversation.created",
+            "member.removed",
+            "member.added",
+            "message.created",
+            "message.created",
+            "message.created",
+            "message.created",
+            "message.created",
+        ]
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].pos < w[1].pos),
+        "each event once"
+    );
+    let page = store.user_events_after(bob.id, start, 3).await.unwrap();
+    assert_eq!(
+        page,
+        all[..3].to_vec(),
+        "a page is full despite the double match"
+    );
+    let next = store
+        .user_events_after(bob.id, page[2].pos, 3)
+        .await
+        .unwrap();
+    assert_eq!(next, all[3..6].to_vec());
 }
