@@ -167,14 +167,25 @@ pub fn decode(
         kind: kind.to_owned(),
         reason,
     };
+    // Message and creation events, the most frequent by far, carry no
+    // payload worth parsing: decide them before touching the JSON (the
+    // untagged payload would try each shape in turn).
+    let need_message = || message.clone().ok_or_else(|| err("message missing".into()));
+    match kind {
+        "message.created" => return Ok(EventKind::MessageCreated(need_message()?)),
+        "message.edited" => return Ok(EventKind::MessageEdited(need_message()?)),
+        "message.deleted" => return Ok(EventKind::MessageDeleted(need_message()?)),
+        "conversation.created" => {
+            return Ok(EventKind::ConversationCreated(
+                conversation.ok_or_else(|| err("conversation missing".into()))?,
+            ));
+        }
+        _ => {}
+    }
     let p: Payload = serde_json::from_str(payload).map_err(|e| err(e.to_string()))?;
     let name = |s: &str| Username::parse(s).map_err(|e: ValidationError| err(e.to_string()));
     let role = |s: &str| s.parse::<Role>().map_err(err);
-    let need_message = || message.clone().ok_or_else(|| err("message missing".into()));
     Ok(match (kind, p) {
-        ("message.created", _) => EventKind::MessageCreated(need_message()?),
-        ("message.edited", _) => EventKind::MessageEdited(need_message()?),
-        ("message.deleted", _) => EventKind::MessageDeleted(need_message()?),
         ("receipt.read", Payload::Marker { user, seq }) => EventKind::Read {
             user: name(&user)?,
             seq,
@@ -183,9 +194,6 @@ pub fn decode(
             user: name(&user)?,
             seq,
         },
-        ("conversation.created", _) => EventKind::ConversationCreated(
-            conversation.ok_or_else(|| err("conversation missing".into()))?,
-        ),
         ("conversation.renamed", Payload::Renamed { title }) => {
             EventKind::ConversationRenamed { title }
         }
