@@ -8,37 +8,28 @@ async fn malformed_and_mistyped_bodies() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let anon = server.client();
-    let r = anon
-        .send_raw(
-            Method::POST,
-            "/api/v1/accounts",
+    // (content type, body, expected status, expected code)
+    let raw: [(&str, &[u8], u16, &str); 4] = [
+        (
             "application/json",
-            b"{\"username\": ".to_vec(),
-        )
-        .await;
-    r.expect_error(400, "malformed_json");
-    let r = anon
-        .send_raw(
+            b"{\"username\": ",
+            400,
+            "malformed_json",
+        ),
+        ("application/json", b"not json", 400, "malformed_json"),
+        ("text/plain", b"{}", 415, "unsupported_media_type"),
+        ("application/json", b"", 400, "invalid_field"),
+    ];
+    for (content_type, body, status, code) in raw {
+        anon.send_raw(
             Method::POST,
             "/api/v1/accounts",
-            "application/json",
-            b"not json".to_vec(),
+            content_type,
+            body.to_vec(),
         )
-        .await;
-    r.expect_error(400, "malformed_json");
-    let r = anon
-        .send_raw(
-            Method::POST,
-            "/api/v1/accounts",
-            "text/plain",
-            b"{}".to_vec(),
-        )
-        .await;
-    r.expect_error(415, "unsupported_media_type");
-    let r = anon
-        .send_raw(Method::POST, "/api/v1/accounts", "application/json", vec![])
-        .await;
-    r.expect_error(400, "invalid_field");
+        .await
+        .expect_error(status, code);
+    }
     let r = anon
         .post("/api/v1/sessions", json!({"username": "alice"}))
         .await;
