@@ -38,6 +38,10 @@ const MAX_USER_AGENT: usize = 256;
 /// Largest page of directory search results.
 pub const MAX_SEARCH_RESULTS: u32 = 50;
 
+fn scram_invalid(e: scram::ScramError) -> CoreError {
+    natter_types::ValidationError::new("sasl", e.to_string()).into()
+}
+
 fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -119,14 +123,7 @@ impl Hub {
         .map_err(|e| CoreError::Unavailable(e.to_string()))?;
         match (ok, user) {
             (true, Some(user)) => {
-                // Only a caller who knows the password learns that the
-                // account is disabled.
-                if self.store().user_disabled_at(user.id).await?.is_some() {
-                    return Err(CoreError::forbidden(
-                        "account_disabled",
-                        "this account has been disabled by an administrator",
-                    ));
-                }
+                self.ensure_enabled(&user).await?;
                 Ok(user)
             }
             _ => {
@@ -147,6 +144,94 @@ impl Hub {
         context: LoginContext,
     ) -> CoreResult<LoginOutcome> {
         let user = self.check_password(username, password, context.ip).await?;
+        self.open_session(user, context).await
+    }
+
+    /// Starts a SASL SCRAM exchange (XMPP log-in) from the client-first
+    /// message; returns the server's state and its first message. Throttled
+    /// per IP like password log-ins; an unknown user goes on to fail at the
+    /// proof, exactly like a wrong password.
+    pub async fn scram_start(
+        &self,
+        hash: scram::ScramHash,
+        client_first: &[u8],
+        ip: Option<IpAddr>,
+    ) -> CoreResult<(scram::ScramServer, String)> {
+        if let Some(ip) = ip {
+            self.inner
+                .throttle
+                .check(ip)
+                .map_err(|retry_after| CoreError::RateLimited { retry_after })?;
+        }
+        let first = scram::parse_client_first(client_first).map_err(scram_invalid)?;
+        let credentials = match Username::parse(&first.username) {
+            Ok(name) => match self.store().user_by_username(&name).await? {
+                Some(u) => self.store().credentials(u.id).await?,
+                None => None,
+            },
+            Err(_) => None,
+        };
+        Ok(scram::ScramServer::start(
+            hash,
+            first,
+            credentials.as_ref(),
+            self.config().scram_iterations,
+        ))
+    }
+
+    /// Checks the client-final message of a SCRAM exchange and, on
+    /// success, opens a session. Returns the caller and the server-final
+    /// message. A failed proof counts as a failed log-in for throttling.
+    pub async fn scram_finish(
+        &self,
+        server: scram::ScramServer,
+        client_final: &[u8],
+        context: LoginContext,
+    ) -> CoreResult<(Caller, String)> {
+        let username = server.username().to_owned();
+        let outcome = server.finish(client_final);
+        let server_final = match outcome {
+            Ok(v) => v,
+            Err(scram::ScramError::InvalidProof) => {
+                if let Some(ip) = context.ip {
+                    self.inner.throttle.failed(ip);
+                }
+                metrics::counter!("natter_login_failures_total").increment(1);
+                return Err(CoreError::BadCredentials);
+            }
+            Err(e) => return Err(scram_invalid(e)),
+        };
+        let name = Username::parse(&username).map_err(|_| CoreError::BadCredentials)?;
+        let user = self
+            .store()
+            .user_by_username(&name)
+            .await?
+            .ok_or(CoreError::BadCredentials)?;
+        self.ensure_enabled(&user).await?;
+        let outcome = self.open_session(user, context).await?;
+        Ok((
+            Caller {
+                user: outcome.user,
+                session: outcome.session.id,
+            },
+            server_final,
+        ))
+    }
+
+    async fn ensure_enabled(&self, user: &User) -> CoreResult<()> {
+        // Only a caller who proved the password learns that the account is
+        // disabled.
+        if self.store().user_disabled_at(user.id).await?.is_some() {
+            return Err(CoreError::forbidden(
+                "account_disabled",
+                "this account has been disabled by an administrator",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens a session for a user whose credentials were checked.
+    async fn open_session(&self, user: User, context: LoginContext) -> CoreResult<LoginOutcome> {
         let mut raw = [0u8; TOKEN_BYTES];
         rand::rng().fill_bytes(&mut raw);
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);

@@ -1,7 +1,7 @@
 //! Sending, reading, editing and deleting messages, and read markers.
 
 use natter_store::{HistoryQuery, NewMessage};
-use natter_types::{Body, ClientId, ConversationId, Message, MessageId, Role};
+use natter_types::{Body, ClientId, ConversationId, Message, MessageId, Role, Username};
 
 use crate::{Caller, CoreError, CoreResult, Hub, now};
 
@@ -186,6 +186,49 @@ impl Hub {
             })?;
         self.wake_tailer();
         Ok(deleted)
+    }
+
+    /// A message by its id, if the caller is a member of its conversation.
+    pub async fn message_by_id(&self, caller: &Caller, id: MessageId) -> CoreResult<Message> {
+        let message = self
+            .store()
+            .message_by_id(id)
+            .await?
+            .ok_or(CoreError::not_found("message"))?;
+        self.visible(caller, message).await
+    }
+
+    /// A message by its sender and the `client_id` the sender gave it, if
+    /// the caller is a member of its conversation.
+    pub async fn message_by_client_id(
+        &self,
+        caller: &Caller,
+        sender: &Username,
+        client_id: &str,
+    ) -> CoreResult<Message> {
+        let sender = self
+            .store()
+            .user_by_username(sender)
+            .await?
+            .ok_or(CoreError::not_found("message"))?;
+        let message = self
+            .store()
+            .message_by_client_id(sender.id, client_id)
+            .await?
+            .ok_or(CoreError::not_found("message"))?;
+        self.visible(caller, message).await
+    }
+
+    /// `message` if the caller may see it; "not found" rather than
+    /// "forbidden" otherwise, so ids of other people's messages leak nothing.
+    async fn visible(&self, caller: &Caller, message: Message) -> CoreResult<Message> {
+        match self.role_in(caller, message.conversation_id).await {
+            Ok(_) => Ok(message),
+            Err(CoreError::Forbidden { .. } | CoreError::NotFound { .. }) => {
+                Err(CoreError::not_found("message"))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Moves the caller's read marker forward; returns where it stands.

@@ -36,8 +36,8 @@ use natter_store::{
 };
 use natter_types::{
     Body, Contact, ContactGroups, ContactName, Conversation, ConversationId, ConversationSummary,
-    Credentials, DisplayName, Event, EventPos, GroupTitle, Member, Message, Role, ScramKeys,
-    Session, SessionId, Timestamp, User, UserId, Username,
+    Credentials, DisplayName, Event, EventPos, GroupTitle, Member, Message, MessageId, Role,
+    ScramKeys, Session, SessionId, Timestamp, User, UserId, Username,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row};
@@ -142,6 +142,13 @@ const MESSAGE_BY_SEQ: &str = concat!(
     message_cols!("m", "u"),
     " FROM messages m JOIN users u ON u.id = m.sender_id",
     " WHERE m.conversation_id = $1 AND m.seq = $2"
+);
+
+const MESSAGE_BY_ID: &str = concat!(
+    "SELECT ",
+    message_cols!("m", "u"),
+    " FROM messages m JOIN users u ON u.id = m.sender_id",
+    " WHERE m.id = $1"
 );
 
 const MESSAGE_BY_CLIENT_ID: &str = concat!(
@@ -1087,6 +1094,22 @@ impl Store for PgStore {
     async fn message(&self, id: ConversationId, seq: i64) -> StoreResult<Option<Message>> {
         let c = self.conn().await?;
         let row = query_opt(&c, MESSAGE_BY_SEQ, &[&id.0, &seq]).await?;
+        row.map(|r| rows::message(&r, 0)).transpose()
+    }
+
+    async fn message_by_id(&self, id: MessageId) -> StoreResult<Option<Message>> {
+        let c = self.conn().await?;
+        let row = query_opt(&c, MESSAGE_BY_ID, &[&id.0]).await?;
+        row.map(|r| rows::message(&r, 0)).transpose()
+    }
+
+    async fn message_by_client_id(
+        &self,
+        sender: UserId,
+        client_id: &str,
+    ) -> StoreResult<Option<Message>> {
+        let c = self.conn().await?;
+        let row = query_opt(&c, MESSAGE_BY_CLIENT_ID, &[&sender.0, &client_id]).await?;
         row.map(|r| rows::message(&r, 0)).transpose()
     }
 

@@ -42,8 +42,8 @@ use natter_store::{
 };
 use natter_types::{
     Body, Contact, ContactGroups, ContactName, Conversation, ConversationId, ConversationSummary,
-    Credentials, DisplayName, Event, EventPos, GroupTitle, Member, Message, Role, Session,
-    SessionId, Timestamp, User, UserId, Username,
+    Credentials, DisplayName, Event, EventPos, GroupTitle, Member, Message, MessageId, Role,
+    Session, SessionId, Timestamp, User, UserId, Username,
 };
 use rusqlite::Connection;
 
@@ -347,6 +347,20 @@ impl Store for SqliteStore {
 
     async fn message(&self, id: ConversationId, seq: i64) -> StoreResult<Option<Message>> {
         self.read(move |c| messages::message(c, id, seq)).await
+    }
+
+    async fn message_by_id(&self, id: MessageId) -> StoreResult<Option<Message>> {
+        self.read(move |c| messages::message_by_id(c, id)).await
+    }
+
+    async fn message_by_client_id(
+        &self,
+        sender: UserId,
+        client_id: &str,
+    ) -> StoreResult<Option<Message>> {
+        let client_id = client_id.to_owned();
+        self.read(move |c| messages::message_by_client_id(c, sender, &client_id))
+            .await
     }
 
     async fn edit_message(

@@ -5,7 +5,7 @@
 
 use natter_store::event_codec;
 use natter_store::{Appended, HistoryQuery, NewMessage, StoreError, StoreResult};
-use natter_types::{Body, ConversationId, Message, Timestamp, UserId, Username};
+use natter_types::{Body, ConversationId, Message, MessageId, Timestamp, UserId, Username};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::codec::{DbResultExt, message_at, message_cols, micros, truncate, username};
@@ -135,6 +135,35 @@ pub(crate) fn message(
     ))
     .db()?
     .query_row(params![id.0.as_bytes(), seq], |r| message_at(r, 0))
+    .optional()
+    .db()
+}
+
+pub(crate) fn message_by_id(c: &Connection, id: MessageId) -> StoreResult<Option<Message>> {
+    c.prepare_cached(concat!(
+        "SELECT ",
+        message_cols!("m", "s"),
+        " FROM messages m JOIN users s ON s.id = m.sender_id WHERE m.id = ?1"
+    ))
+    .db()?
+    .query_row(params![id.0.as_bytes()], |r| message_at(r, 0))
+    .optional()
+    .db()
+}
+
+pub(crate) fn message_by_client_id(
+    c: &Connection,
+    sender: UserId,
+    client_id: &str,
+) -> StoreResult<Option<Message>> {
+    c.prepare_cached(concat!(
+        "SELECT ",
+        message_cols!("m", "s"),
+        " FROM messages m JOIN users s ON s.id = m.sender_id
+          WHERE m.sender_id = ?1 AND m.client_id = ?2"
+    ))
+    .db()?
+    .query_row(params![sender.0, client_id], |r| message_at(r, 0))
     .optional()
     .db()
 }

@@ -565,6 +565,25 @@ pub async fn append_and_dedupe(store: Arc<dyn Store>) {
     assert!(second.created, "client ids are scoped by sender");
     assert_eq!(second.message.seq, 2);
 
+    // lookups by id and by (sender, client id) find exactly that message
+    assert_eq!(
+        store.message_by_id(first.message.id).await.unwrap(),
+        Some(first.message.clone())
+    );
+    assert_eq!(store.message_by_id(MessageId::new()).await.unwrap(), None);
+    assert_eq!(
+        store.message_by_client_id(bob.id, "m-1").await.unwrap(),
+        Some(second.message.clone())
+    );
+    assert_eq!(
+        store.message_by_client_id(alice.id, "m-1").await.unwrap(),
+        Some(first.message.clone())
+    );
+    assert_eq!(
+        store.message_by_client_id(mallory.id, "m-1").await.unwrap(),
+        None
+    );
+
     // a retry returns the original, with its id and time, and stores nothing
     let retry = store
         .append_message(new_message(c.id, alice.id, "m-1", "hello"))

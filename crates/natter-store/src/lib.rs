@@ -257,6 +257,16 @@ pub trait Store: Send + Sync + 'static {
     async fn append_message(&self, new: NewMessage) -> StoreResult<Appended>;
     async fn messages(&self, id: ConversationId, query: HistoryQuery) -> StoreResult<Vec<Message>>;
     async fn message(&self, id: ConversationId, seq: i64) -> StoreResult<Option<Message>>;
+    /// A message by its id, in whatever conversation: XMPP clients name
+    /// messages by id (XEP-0359 stanza ids) when paging the archive.
+    async fn message_by_id(&self, id: MessageId) -> StoreResult<Option<Message>>;
+    /// A message by its sender and `client_id`: XMPP receipts and markers
+    /// name a message by the id its sender gave it.
+    async fn message_by_client_id(
+        &self,
+        sender: UserId,
+        client_id: &str,
+    ) -> StoreResult<Option<Message>>;
     /// Replaces the body of a message that is not deleted; `None` if there
     /// is no such live message.
     async fn edit_message(
