@@ -30,6 +30,7 @@ pub struct Config {
     pub limits: Limits,
     pub accounts: Accounts,
     pub stream: StreamSettings,
+    pub xmpp: XmppSettings,
     /// Take client IPs from `X-Forwarded-For`; only behind a trusted proxy.
     pub trust_forwarded_for: bool,
 }
@@ -81,6 +82,54 @@ impl Default for StreamSettings {
     }
 }
 
+/// The XMPP transports. WebSocket (`/xmpp-websocket`) and BOSH
+/// (`/http-bind`) ride the HTTP listener; TCP has listeners of its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct XmppSettings {
+    /// Serve XMPP at all (all three transports).
+    pub enabled: bool,
+    /// c2s listen address (STARTTLS); port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Direct-TLS c2s listen address (XEP-0368).
+    pub tls_listen: SocketAddr,
+    /// Allow authentication without TLS on TCP (loopback, tests).
+    pub allow_plaintext: bool,
+    /// PEM certificate chain and key; without them a self-signed
+    /// certificate for the domain is generated into `data_dir`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Largest stanza in bytes (advertised and enforced while reading).
+    pub max_stanza_bytes: usize,
+    /// Most bound resources per account on one node.
+    pub max_sessions_per_user: usize,
+    /// Seconds an unauthenticated stream has to authenticate.
+    pub auth_timeout_secs: u64,
+    /// Most unauthenticated connections from one IP at a time.
+    pub max_unauthenticated_per_ip: usize,
+    /// Seconds a stream-management session waits to be resumed.
+    pub resume_timeout_secs: u64,
+}
+
+impl Default for XmppSettings {
+    fn default() -> Self {
+        let x = natter_xmpp::XmppConfig::default();
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 5222)),
+            tls_listen: SocketAddr::from(([127, 0, 0, 1], 5223)),
+            allow_plaintext: x.allow_plaintext,
+            cert_file: None,
+            key_file: None,
+            max_stanza_bytes: x.max_stanza_bytes,
+            max_sessions_per_user: x.max_sessions_per_user,
+            auth_timeout_secs: x.auth_timeout.as_secs(),
+            max_unauthenticated_per_ip: x.max_unauthenticated_per_ip,
+            resume_timeout_secs: x.resume_timeout.as_secs(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Accounts {
@@ -122,6 +171,7 @@ impl Default for Config {
             limits: Limits::default(),
             accounts: Accounts::default(),
             stream: StreamSettings::default(),
+            xmpp: XmppSettings::default(),
             trust_forwarded_for: false,
         }
     }
@@ -136,6 +186,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "limits",
     "accounts",
     "stream",
+    "xmpp",
     "trust_forwarded_for",
 ];
 
@@ -150,6 +201,23 @@ pub struct Overrides {
     pub database: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "XmppOverrides::is_empty")]
+    pub xmpp: XmppOverrides,
+}
+
+/// XMPP flags (`--xmpp`, `--xmpps`).
+#[derive(Debug, Default, Serialize)]
+pub struct XmppOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<SocketAddr>,
+}
+
+impl XmppOverrides {
+    fn is_empty(&self) -> bool {
+        self.listen.is_none() && self.tls_listen.is_none()
+    }
 }
 
 impl Config {
@@ -206,6 +274,22 @@ impl Config {
             self.stream.auth_timeout_secs > 0,
             "stream.auth_timeout_secs must be positive"
         );
+        anyhow::ensure!(
+            (4096..=16 * 1024 * 1024).contains(&self.xmpp.max_stanza_bytes),
+            "xmpp.max_stanza_bytes must be between 4 KiB and 16 MiB"
+        );
+        anyhow::ensure!(
+            self.xmpp.max_stanza_bytes > self.limits.max_body_bytes,
+            "xmpp.max_stanza_bytes must exceed limits.max_body_bytes, or no full-size message fits in a stanza"
+        );
+        anyhow::ensure!(
+            self.xmpp.cert_file.is_some() == self.xmpp.key_file.is_some(),
+            "xmpp.cert_file and xmpp.key_file go together"
+        );
+        anyhow::ensure!(
+            self.xmpp.auth_timeout_secs > 0 && self.xmpp.max_sessions_per_user > 0,
+            "xmpp.auth_timeout_secs and xmpp.max_sessions_per_user must be positive"
+        );
         Ok(())
     }
 
@@ -214,6 +298,33 @@ impl Config {
         self.database
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("natter.db").display()))
+    }
+
+    pub fn xmpp(&self) -> natter_xmpp::XmppConfig {
+        natter_xmpp::XmppConfig {
+            domain: self.domain.trim().to_ascii_lowercase(),
+            allow_plaintext: self.xmpp.allow_plaintext,
+            max_stanza_bytes: self.xmpp.max_stanza_bytes,
+            max_sessions_per_user: self.xmpp.max_sessions_per_user,
+            auth_timeout: Duration::from_secs(self.xmpp.auth_timeout_secs),
+            max_unauthenticated_per_ip: self.xmpp.max_unauthenticated_per_ip,
+            resume_timeout: Duration::from_secs(self.xmpp.resume_timeout_secs),
+            ..natter_xmpp::XmppConfig::default()
+        }
+    }
+
+    /// Where the XMPP certificate comes from.
+    pub fn xmpp_cert(&self) -> natter_xmpp::CertSource {
+        match (&self.xmpp.cert_file, &self.xmpp.key_file) {
+            (Some(cert), Some(key)) => natter_xmpp::CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => natter_xmpp::CertSource::SelfSigned {
+                domain: self.domain.trim().to_ascii_lowercase(),
+                dir: self.data_dir.clone(),
+            },
+        }
     }
 
     pub fn core(&self) -> CoreConfig {

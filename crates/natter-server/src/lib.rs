@@ -61,14 +61,61 @@ fn metrics_handle() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// Serves until `shutdown` resolves, then stops accepting, lets in-flight
-/// requests finish and closes the store, so that everything acknowledged is
-/// committed before this returns.
+/// The listeners of a node, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    pub http: TcpListener,
+    /// XMPP c2s with STARTTLS.
+    pub xmpp: Option<TcpListener>,
+    /// XMPP c2s with direct TLS.
+    pub xmpps: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address the configuration names.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let http = TcpListener::bind(config.http)
+            .await
+            .with_context(|| format!("binding HTTP to {}", config.http))?;
+        let (mut xmpp, mut xmpps) = (None, None);
+        if config.xmpp.enabled {
+            xmpp = Some(
+                TcpListener::bind(config.xmpp.listen)
+                    .await
+                    .with_context(|| format!("binding XMPP to {}", config.xmpp.listen))?,
+            );
+            xmpps = Some(
+                TcpListener::bind(config.xmpp.tls_listen)
+                    .await
+                    .with_context(|| format!("binding XMPP (TLS) to {}", config.xmpp.tls_listen))?,
+            );
+        }
+        Ok(Self { http, xmpp, xmpps })
+    }
+}
+
+/// Serves HTTP on `http` only; see [`serve`].
 pub async fn run(
     config: Config,
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let listeners = Listeners {
+        http,
+        xmpp: None,
+        xmpps: None,
+    };
+    serve(config, listeners, shutdown).await
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+/// requests finish and closes the store, so that everything acknowledged is
+/// committed before this returns.
+pub async fn serve(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Listeners { http, xmpp, xmpps } = listeners;
     let store = open_store(&config).await?;
     let hub = Hub::new(store, config.core());
     let realtime = hub
@@ -90,9 +137,25 @@ pub async fn run(
             ..StreamConfig::for_body_limit(config.limits.max_body_bytes)
         }),
         metrics: metrics_handle(),
-        shutdown: stop_rx,
+        shutdown: stop_rx.clone(),
     };
-    let app = natter_http::router(state);
+    let mut app = natter_http::router(state);
+    let mut xmpp_tasks = Vec::new();
+    if config.xmpp.enabled {
+        let tls = natter_xmpp::tls::server_config(&config.xmpp_cert())
+            .context("setting up TLS for XMPP")?;
+        let service = natter_xmpp::Xmpp::new(hub.clone(), config.xmpp(), Some(tls), stop_rx);
+        app = app.merge(service.router());
+        for (listener, direct_tls) in [(xmpp, false), (xmpps, true)] {
+            if let Some(listener) = listener {
+                tracing::info!(addr = %listener.local_addr()?, direct_tls, "XMPP listening");
+                let service = service.clone();
+                xmpp_tasks.push(tokio::spawn(async move {
+                    service.serve_tcp(listener, direct_tls).await
+                }));
+            }
+        }
+    }
 
     let purge = tokio::spawn(purge_sessions(hub.clone()));
     tracing::info!(http = %http.local_addr()?, domain = %config.domain, "natter listening");
@@ -106,6 +169,9 @@ pub async fn run(
         let _ = stop_tx.send(true);
     })
     .await;
+    for t in xmpp_tasks {
+        let _ = t.await;
+    }
     purge.abort();
     drop(realtime);
     drop(hub);

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use natter_server::{Config, Overrides};
 use tracing_subscriber::EnvFilter;
@@ -41,6 +40,12 @@ enum Command {
         /// The server's domain (the part after @ in JIDs).
         #[arg(long, value_name = "NAME")]
         domain: Option<String>,
+        /// XMPP c2s listen address (STARTTLS).
+        #[arg(long, value_name = "ADDR")]
+        xmpp: Option<SocketAddr>,
+        /// XMPP c2s listen address with direct TLS (XEP-0368).
+        #[arg(long, value_name = "ADDR")]
+        xmpps: Option<SocketAddr>,
     },
     /// Print the OpenAPI document of the REST API.
     Openapi,
@@ -91,6 +96,8 @@ fn main() -> anyhow::Result<ExitCode> {
             http,
             database,
             domain,
+            xmpp,
+            xmpps,
         } => {
             init_logging();
             let config = Config::load(
@@ -100,14 +107,16 @@ fn main() -> anyhow::Result<ExitCode> {
                     data_dir,
                     database,
                     http,
+                    xmpp: natter_server::config::XmppOverrides {
+                        listen: xmpp,
+                        tls_listen: xmpps,
+                    },
                 },
             )?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(config.http)
-                    .await
-                    .with_context(|| format!("binding HTTP to {}", config.http))?;
-                natter_server::run(config, listener, natter_server::shutdown_signal()).await
+                let listeners = natter_server::Listeners::bind(&config).await?;
+                natter_server::serve(config, listeners, natter_server::shutdown_signal()).await
             })?;
             Ok(ExitCode::SUCCESS)
         }

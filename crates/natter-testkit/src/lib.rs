@@ -13,7 +13,6 @@ use std::sync::Arc;
 use natter_server::Config;
 use reqwest::Method;
 use serde_json::Value;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -30,6 +29,9 @@ const DEFAULT_PG: &str = "postgres://root@127.0.0.1:5432/test";
 /// [`TestServer::stop`] to wait for a graceful shutdown.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// XMPP c2s (STARTTLS) and direct-TLS addresses.
+    pub xmpp_addr: SocketAddr,
+    pub xmpps_addr: SocketAddr,
     pub config: Config,
     dir: Arc<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -106,6 +108,8 @@ impl TestServer {
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Config::default()
         };
+        config.xmpp.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.xmpp.tls_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         // The RFC minimum keeps tests fast; production uses more.
         config.accounts.scram_iterations = 4096;
         if backend() == "postgres" {
@@ -116,14 +120,26 @@ impl TestServer {
     }
 
     async fn launch(mut config: Config, dir: Arc<tempfile::TempDir>) -> Self {
-        let listener = TcpListener::bind(config.http).await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        // A restart binds the same port again.
+        let listeners = natter_server::Listeners::bind(&config).await.expect("bind");
+        let addr = listeners.http.local_addr().expect("local addr");
+        let xmpp_addr = listeners
+            .xmpp
+            .as_ref()
+            .map(|l| l.local_addr().expect("local addr"))
+            .unwrap_or(config.xmpp.listen);
+        let xmpps_addr = listeners
+            .xmpps
+            .as_ref()
+            .map(|l| l.local_addr().expect("local addr"))
+            .unwrap_or(config.xmpp.tls_listen);
+        // A restart binds the same ports again.
         config.http = addr;
+        config.xmpp.listen = xmpp_addr;
+        config.xmpp.tls_listen = xmpps_addr;
         let (tx, rx) = oneshot::channel::<()>();
         let run_config = config.clone();
         let task = tokio::spawn(async move {
-            natter_server::run(run_config, listener, async {
+            natter_server::serve(run_config, listeners, async {
                 let _ = rx.await;
             })
             .await
@@ -131,6 +147,8 @@ impl TestServer {
         });
         let server = Self {
             addr,
+            xmpp_addr,
+            xmpps_addr,
             config,
             dir,
             shutdown: Some(tx),

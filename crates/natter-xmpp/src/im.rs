@@ -1,0 +1,1152 @@
+//! Instant messaging over XMPP (RFC 6121 and the extensions Natter
+//! offers), translated into hub calls, and the hub's real-time items
+//! translated back into stanzas.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use minidom::Element;
+use natter_core::realtime::{Item, Outbound, PresenceStatus, Stream, StreamEnd};
+use natter_core::{Caller, CoreError};
+use natter_types::{
+    ClientId, ContactGroups, ContactName, ConversationId, ConversationKind, DisplayName, EventKind,
+    Message, MessageId, Password, Timestamp, Username,
+};
+use tokio::sync::mpsc;
+
+use crate::error::{StanzaError, StreamError};
+use crate::ns;
+use crate::session::{Out, Session};
+use crate::xml::{ElementExt, el};
+
+/// Message ids this session sent recently, so that their echo from the
+/// hub is not sent back (carbons go to the other resources).
+const OWN_SENT_KEEP: usize = 512;
+/// Most conversations examined for offline delivery at log-in.
+const OFFLINE_CONVERSATIONS: u32 = 100;
+/// Most messages per conversation delivered as offline messages; older
+/// ones are in the archive (XEP-0313).
+const OFFLINE_PER_CONVERSATION: u32 = 100;
+
+/// The IM state of a bound session.
+pub(crate) struct Im {
+    pub caller: Caller,
+    pub bare: String,
+    pub full: String,
+    pub routed: mpsc::Receiver<Element>,
+    /// The hub stream, open while the resource is available (RFC 6121:
+    /// only available resources receive messages to the bare JID).
+    pub live: Option<Stream>,
+    pub carbons: bool,
+    /// XEP-0352: the client is in the background; chat states are held.
+    pub inactive: bool,
+    /// Direct conversations by id, with the peer; `None` for groups.
+    peers: HashMap<ConversationId, Option<Username>>,
+    /// The direct conversation with each peer.
+    conversations: HashMap<Username, ConversationId>,
+    own_sent: VecDeque<MessageId>,
+    own_sent_set: HashSet<MessageId>,
+    /// Highest seq delivered at log-in as an offline message, per
+    /// conversation: live copies of those are skipped.
+    offline_max: HashMap<ConversationId, i64>,
+    /// Highest seq already reported as delivered / displayed to this
+    /// session, per conversation.
+    reported_delivered: HashMap<ConversationId, i64>,
+    reported_read: HashMap<ConversationId, i64>,
+}
+
+impl Im {
+    pub fn new(
+        caller: Caller,
+        bare: String,
+        full: String,
+        routed: mpsc::Receiver<Element>,
+    ) -> Self {
+        Self {
+            caller,
+            bare,
+            full,
+            routed,
+            live: None,
+            carbons: false,
+            inactive: false,
+            peers: HashMap::new(),
+            conversations: HashMap::new(),
+            own_sent: VecDeque::new(),
+            own_sent_set: HashSet::new(),
+            offline_max: HashMap::new(),
+            reported_delivered: HashMap::new(),
+            reported_read: HashMap::new(),
+        }
+    }
+
+    fn remember_sent(&mut self, id: MessageId) {
+        if self.own_sent_set.insert(id) {
+            self.own_sent.push_back(id);
+            if self.own_sent.len() > OWN_SENT_KEEP
+                && let Some(old) = self.own_sent.pop_front()
+            {
+                self.own_sent_set.remove(&old);
+            }
+        }
+    }
+}
+
+/// Where a stanza is addressed.
+enum Target {
+    /// The server itself (no `to`, or the bare domain).
+    Server,
+    /// The user's own account (bare JID) or one of its resources.
+    Own(Option<String>),
+    /// Another local account, maybe a resource of it.
+    User(Username, Option<String>),
+    /// Another domain: Natter does not federate (yet).
+    Remote,
+    Invalid,
+}
+
+fn target(s: &Session, to: Option<&str>) -> Target {
+    let Some(to) = to else {
+        return Target::Server;
+    };
+    let Ok(jid) = jid::Jid::new(to) else {
+        return Target::Invalid;
+    };
+    if !jid.domain().as_str().eq_ignore_ascii_case(s.domain()) {
+        return Target::Remote;
+    }
+    let resource = jid.resource().map(|r| r.to_string());
+    let Some(node) = jid.node() else {
+        return if resource.is_none() {
+            Target::Server
+        } else {
+            Target::Invalid
+        };
+    };
+    let Ok(name) = Username::parse(node.as_str()) else {
+        return Target::Invalid;
+    };
+    let own = s.caller.as_ref().is_some_and(|c| c.user.username == name);
+    if own {
+        Target::Own(resource)
+    } else {
+        Target::User(name, resource)
+    }
+}
+
+pub(crate) fn bare_jid(s: &Session, user: &Username) -> String {
+    format!("{}@{}", user.as_str(), s.domain())
+}
+
+fn stamp(t: &Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn result(iq: &Element) -> Element {
+    el("iq", ns::CLIENT)
+        .a("type", "result")
+        .a_opt("id", iq.attr("id"))
+        .a_opt("from", iq.attr("to"))
+}
+
+/// Stanzas to send in answer to one input, each with the message it
+/// delivers, if any (for delivered markers, see `Session::send`).
+#[derive(Default)]
+pub(crate) struct Replies(pub Vec<(Element, Option<Message>)>);
+
+impl Replies {
+    pub fn push(&mut self, stanza: Element) {
+        self.0.push((stanza, None));
+    }
+
+    pub fn push_message(&mut self, stanza: Element, message: Message) {
+        self.0.push((stanza, Some(message)));
+    }
+}
+
+/// Handles a stanza from a bound resource; replies go to `replies`.
+pub(crate) async fn stanza(s: &mut Session, e: Element, replies: &mut Replies) {
+    let outcome = match e.name() {
+        "message" => message(s, &e, replies).await,
+        "presence" => presence(s, &e, replies).await,
+        _ => iq(s, &e, replies).await,
+    };
+    if let Err(err) = outcome {
+        // RFC 6120 8.3.1: never answer an error with an error.
+        if e.attr("type") != Some("error") {
+            replies.push(err.reply_to(&e));
+        }
+    }
+}
+
+type Handled = Result<(), StanzaError>;
+
+async fn direct_conversation(
+    s: &mut Session,
+    peer: &Username,
+) -> Result<ConversationId, StanzaError> {
+    let im = s.im.as_ref().expect("bound");
+    if let Some(id) = im.conversations.get(peer) {
+        return Ok(*id);
+    }
+    let created =
+        s.x.hub
+            .direct_conversation(&im.caller, peer)
+            .await
+            .map_err(|e| match e {
+                // RFC 6121 8.5.2.2.1: no such account looks like no service.
+                CoreError::NotFound { .. } => StanzaError::service_unavailable(),
+                e => e.into(),
+            })?;
+    let id = created.details.conversation.id;
+    let im = s.im.as_mut().expect("bound");
+    im.conversations.insert(peer.clone(), id);
+    im.peers.insert(id, Some(peer.clone()));
+    Ok(id)
+}
+
+/// The peer of a direct conversation, `None` for a group.
+pub(crate) async fn peer_of(s: &mut Session, id: ConversationId) -> Option<Username> {
+    let im = s.im.as_ref().expect("bound");
+    if let Some(p) = im.peers.get(&id) {
+        return p.clone();
+    }
+    let details = s.x.hub.conversation(&im.caller, id).await.ok()?;
+    let me = &im.caller.user.username;
+    let peer = (details.conversation.kind == ConversationKind::Direct)
+        .then(|| {
+            details
+                .members
+                .iter()
+                .map(|m| m.user.username.clone())
+                .find(|u| u != me)
+        })
+        .flatten();
+    let im = s.im.as_mut().expect("bound");
+    if let Some(p) = &peer {
+        im.conversations.insert(p.clone(), id);
+    }
+    im.peers.insert(id, peer.clone());
+    peer
+}
+
+async fn message(s: &mut Session, e: &Element, _replies: &mut Replies) -> Handled {
+    let kind = e.attr("type").unwrap_or("normal");
+    if kind == "error" || kind == "headline" {
+        return Ok(());
+    }
+    let (peer, resource) = match target(s, e.attr("to")) {
+        Target::User(peer, resource) => (peer, resource),
+        Target::Remote => {
+            return Err(StanzaError::new(
+                "cancel",
+                "remote-server-not-found",
+                "this server does not federate with other domains",
+            ));
+        }
+        Target::Invalid => return Err(StanzaError::new("modify", "jid-malformed", "")),
+        Target::Server | Target::Own(_) => return Err(StanzaError::service_unavailable()),
+    };
+    if kind == "groupchat" {
+        return Err(StanzaError::new(
+            "cancel",
+            "service-unavailable",
+            "group chat over XMPP is not available yet",
+        ));
+    }
+    let body = e.get_child("body", ns::CLIENT).map(|b| b.text());
+    // Without a body, a message to a full JID is for that client alone
+    // (call signalling and the like): route it as it is.
+    if body.is_none()
+        && let Some(resource) = &resource
+        && !has_im_payload(e)
+    {
+        let full = format!("{}/{resource}", bare_jid(s, &peer));
+        let from = s.im.as_ref().expect("bound").full.clone();
+        let mut stanza = e.clone();
+        stanza.set_attr(rxml::Namespace::NONE, ncname("from"), from);
+        if !s.x.route(&full, stanza) {
+            return Err(StanzaError::service_unavailable());
+        }
+        return Ok(());
+    }
+    let conversation = direct_conversation(s, &peer).await?;
+    let caller = s.im.as_ref().expect("bound").caller.clone();
+    let hub = s.x.hub.clone();
+
+    // XEP-0184 receipt and XEP-0333 markers: name one of the peer's
+    // messages by the id its sender gave it.
+    if let Some(r) = e.get_child("received", ns::RECEIPTS) {
+        if let Some(m) = peer_message(s, &peer, r.attr("id")).await {
+            hub.note_delivered(&caller, &m);
+        }
+    }
+    for child in e.children().filter(|c| c.ns() == ns::MARKERS) {
+        let Some(m) = peer_message(s, &peer, child.attr("id")).await else {
+            continue;
+        };
+        match child.name() {
+            "received" => hub.note_delivered(&caller, &m),
+            "displayed" | "acknowledged" => {
+                hub.mark_read(&caller, m.conversation_id, m.seq).await?;
+            }
+            _ => {}
+        }
+    }
+    // XEP-0424 retraction of one's own message.
+    if let Some(r) = e.get_child("retract", ns::RETRACT) {
+        let Some(m) = own_message(s, r.attr("id")).await else {
+            return Err(StanzaError::item_not_found("no such message of yours"));
+        };
+        hub.delete_message(&caller, m.conversation_id, m.seq)
+            .await?;
+        return Ok(());
+    }
+    if let Some(text) = body {
+        let body = hub
+            .parse_body(text)
+            .map_err(|e| StanzaError::new("modify", "not-acceptable", e.to_string()))?;
+        // XEP-0308 correction of one's own last message.
+        if let Some(r) = e.get_child("replace", ns::CORRECT) {
+            let Some(m) = own_message(s, r.attr("id")).await else {
+                return Err(StanzaError::item_not_found("no such message of yours"));
+            };
+            hub.edit_message(&caller, m.conversation_id, m.seq, body)
+                .await?;
+            return Ok(());
+        }
+        let client_id = e
+            .get_child("origin-id", ns::SID)
+            .and_then(|o| o.attr("id"))
+            .or(e.attr("id"))
+            .and_then(|id| ClientId::parse(id).ok())
+            .unwrap_or_else(|| {
+                ClientId::parse(&uuid::Uuid::now_v7().to_string()).expect("a UUID is a client id")
+            });
+        let sent = hub
+            .send_message(&caller, conversation, client_id, body)
+            .await?;
+        s.im.as_mut().expect("bound").remember_sent(sent.message.id);
+        return Ok(());
+    }
+    // XEP-0085 chat state without a message: typing.
+    for child in e.children().filter(|c| c.ns() == ns::CHATSTATES) {
+        let active = child.name() == "composing";
+        hub.typing(&caller, conversation, active).await?;
+    }
+    Ok(())
+}
+
+/// Whether a bodiless message carries something the IM layer handles
+/// (receipts, markers, chat states, retractions) rather than something for
+/// the addressed client alone.
+fn has_im_payload(e: &Element) -> bool {
+    e.children().any(|c| {
+        let n = c.ns();
+        n == ns::RECEIPTS || n == ns::MARKERS || n == ns::CHATSTATES || n == ns::RETRACT
+    })
+}
+
+fn ncname(name: &str) -> rxml::NcName {
+    rxml::NcName::try_from(name).expect("names in the code are valid")
+}
+
+/// One of the peer's messages by the id its sender gave it, or by its
+/// stanza id (clients differ in which they quote).
+async fn peer_message(s: &Session, peer: &Username, id: Option<&str>) -> Option<Message> {
+    let id = id?;
+    let caller = &s.im.as_ref()?.caller;
+    if let Ok(m) = s.x.hub.message_by_client_id(caller, peer, id).await {
+        return Some(m);
+    }
+    let uuid = uuid::Uuid::parse_str(id).ok()?;
+    s.x.hub
+        .message_by_id(caller, MessageId(uuid))
+        .await
+        .ok()
+        .filter(|m| &m.sender == peer)
+}
+
+async fn own_message(s: &Session, id: Option<&str>) -> Option<Message> {
+    let id = id?;
+    let caller = &s.im.as_ref()?.caller;
+    let me = caller.user.username.clone();
+    if let Ok(m) = s.x.hub.message_by_client_id(caller, &me, id).await {
+        return Some(m);
+    }
+    let uuid = uuid::Uuid::parse_str(id).ok()?;
+    s.x.hub
+        .message_by_id(caller, MessageId(uuid))
+        .await
+        .ok()
+        .filter(|m| m.sender == me)
+}
+
+fn presence_status(e: &Element) -> PresenceStatus {
+    match e.get_child("show", ns::CLIENT).map(|s| s.text()).as_deref() {
+        Some("away" | "xa" | "dnd") => PresenceStatus::Away,
+        _ => PresenceStatus::Online,
+    }
+}
+
+async fn presence(s: &mut Session, e: &Element, replies: &mut Replies) -> Handled {
+    let kind = e.attr("type");
+    let caller = s.im.as_ref().expect("bound").caller.clone();
+    let hub = s.x.hub.clone();
+    match (kind, e.attr("to")) {
+        (None, None) => {
+            let status = presence_status(e);
+            let available = s.im.as_ref().expect("bound").live.is_some();
+            if available {
+                if let Some(live) = &s.im.as_ref().expect("bound").live {
+                    live.set_presence(status).await?;
+                }
+            } else {
+                become_available(s, status, replies).await?;
+            }
+            let full = s.im.as_ref().expect("bound").full.clone();
+            // RFC 6121 4.2.2: the user's own resources see the presence too.
+            replies.push(own_presence(e, &full, &full));
+            for other in s.x.resources_of(&s.im.as_ref().expect("bound").bare) {
+                if other != full {
+                    s.x.route(&other, own_presence(e, &full, &other));
+                }
+            }
+        }
+        (Some("unavailable"), None) => {
+            let im = s.im.as_mut().expect("bound");
+            im.live = None;
+        }
+        (Some(kind @ ("subscribe" | "unsubscribe" | "probe")), Some(to)) => {
+            let Target::User(peer, _) = target(s, Some(to)) else {
+                return Ok(());
+            };
+            let from = bare_jid(s, &peer);
+            match kind {
+                "subscribe" => {
+                    // Natter's contacts have no approval step: a request is
+                    // granted at once.
+                    let (contact, _) = hub
+                        .put_contact(&caller, &peer, None, ContactGroups::default())
+                        .await
+                        .map_err(|e| match e {
+                            CoreError::NotFound { .. } => {
+                                StanzaError::item_not_found("no such user")
+                            }
+                            e => e.into(),
+                        })?;
+                    roster_push(
+                        s,
+                        roster_item(
+                            s,
+                            &contact.user.username,
+                            contact.name.as_deref(),
+                            &contact.groups,
+                            "both",
+                        ),
+                        replies,
+                    );
+                    replies.push(
+                        el("presence", ns::CLIENT)
+                            .a("type", "subscribed")
+                            .a("from", from.clone()),
+                    );
+                    peer_presence(s, &peer, replies).await;
+                }
+                "unsubscribe" => {
+                    hub.remove_contact(&caller, &peer).await?;
+                    roster_push(s, roster_item(s, &peer, None, &[], "remove"), replies);
+                    replies.push(
+                        el("presence", ns::CLIENT)
+                            .a("type", "unsubscribed")
+                            .a("from", from),
+                    );
+                }
+                _ => peer_presence(s, &peer, replies).await,
+            }
+        }
+        (None | Some("unavailable"), Some(to)) => {
+            // Directed presence to another client on this node.
+            if let Target::User(peer, Some(resource)) = target(s, Some(to)) {
+                let full = format!("{}/{resource}", bare_jid(s, &peer));
+                let mut stanza = e.clone();
+                let from = s.im.as_ref().expect("bound").full.clone();
+                stanza.set_attr(rxml::Namespace::NONE, ncname("from"), from);
+                s.x.route(&full, stanza);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn own_presence(e: &Element, from: &str, to: &str) -> Element {
+    let mut p = el("presence", ns::CLIENT).a("from", from).a("to", to);
+    for child in e.children() {
+        p = p.c(child.clone());
+    }
+    p
+}
+
+/// The current presence of `peer`, if the caller may see it.
+async fn peer_presence(s: &Session, peer: &Username, replies: &mut Replies) {
+    let caller = &s.im.as_ref().expect("bound").caller;
+    if let Ok(items) = s.x.hub.presence_snapshot(caller).await {
+        for item in items {
+            if let Item::Presence { user, status, .. } = &item
+                && user == peer
+            {
+                replies.push(presence_of(s, user, *status));
+            }
+        }
+    }
+}
+
+fn presence_of(s: &Session, user: &Username, status: PresenceStatus) -> Element {
+    let mut p = el("presence", ns::CLIENT)
+        .a("from", bare_jid(s, user))
+        .a("to", s.im.as_ref().expect("bound").full.clone());
+    match status {
+        PresenceStatus::Online => {}
+        PresenceStatus::Away => p = p.c(el("show", ns::CLIENT).t("away")),
+        PresenceStatus::Offline => p = p.a("type", "unavailable"),
+    }
+    p
+}
+
+/// Initial presence: the resource starts receiving messages, learns its
+/// contacts' presence, and gets what arrived while it was away.
+async fn become_available(
+    s: &mut Session,
+    status: PresenceStatus,
+    replies: &mut Replies,
+) -> Handled {
+    let caller = s.im.as_ref().expect("bound").caller.clone();
+    let hub = s.x.hub.clone();
+    // Register before reading the store, so nothing slips between.
+    let live = hub.open_stream(&caller, None).await?;
+    if status != PresenceStatus::Online {
+        live.set_presence(status).await?;
+    }
+    s.im.as_mut().expect("bound").live = Some(live);
+    for item in hub.presence_snapshot(&caller).await? {
+        if let Item::Presence { user, status, .. } = &item
+            && *status != PresenceStatus::Offline
+        {
+            replies.push(presence_of(s, user, *status));
+        }
+    }
+    offline_messages(s, replies).await;
+    Ok(())
+}
+
+/// Messages of direct conversations that reached none of the user's
+/// devices yet, oldest first, marked with their original time.
+async fn offline_messages(s: &mut Session, replies: &mut Replies) {
+    let caller = s.im.as_ref().expect("bound").caller.clone();
+    let hub = s.x.hub.clone();
+    let Ok(list) = hub
+        .conversations(&caller, None, OFFLINE_CONVERSATIONS)
+        .await
+    else {
+        return;
+    };
+    for summary in list {
+        if summary.unread == 0 || summary.conversation.kind != ConversationKind::Direct {
+            continue;
+        }
+        let id = summary.conversation.id;
+        let Ok(details) = hub.conversation(&caller, id).await else {
+            continue;
+        };
+        let Some(me) = details
+            .members
+            .iter()
+            .find(|m| m.user.username == caller.user.username)
+        else {
+            continue;
+        };
+        let from = me.delivered_seq.max(me.read_seq);
+        if from >= summary.conversation.last_seq {
+            continue;
+        }
+        let Ok(page) = hub
+            .history(
+                &caller,
+                id,
+                None,
+                Some(from),
+                Some(OFFLINE_PER_CONVERSATION),
+            )
+            .await
+        else {
+            continue;
+        };
+        let peer = peer_of(s, id).await;
+        for m in page.messages {
+            s.im.as_mut().expect("bound").offline_max.insert(id, m.seq);
+            if m.sender == caller.user.username || m.body.is_none() || peer.is_none() {
+                continue;
+            }
+            let mut stanza = chat_message(s, &m);
+            stanza = stanza.c(el("delay", ns::DELAY)
+                .a("from", s.domain().to_owned())
+                .a("stamp", stamp(&m.sent_at)));
+            // Offline messages count as delivered when written (or, with
+            // stream management, when acknowledged): see `Session::send`.
+            replies.push_message(stanza, m);
+        }
+    }
+}
+
+/// A chat message from its sender to this resource, as stored.
+pub(crate) fn chat_message(s: &Session, m: &Message) -> Element {
+    let im = s.im.as_ref().expect("bound");
+    let mut stanza = el("message", ns::CLIENT)
+        .a("type", "chat")
+        .a("id", m.client_id.clone())
+        .a("from", bare_jid(s, &m.sender))
+        .a("to", im.full.clone());
+    if let Some(body) = &m.body {
+        stanza = stanza.c(el("body", ns::CLIENT).t(body.clone()));
+    }
+    stanza
+        .c(el("stanza-id", ns::SID)
+            .a("by", im.bare.clone())
+            .a("id", m.id.0.to_string()))
+        .c(el("origin-id", ns::SID).a("id", m.client_id.clone()))
+        // The core tracks delivery and reading of every message, so every
+        // message asks for receipts and markers.
+        .c(el("request", ns::RECEIPTS))
+        .c(el("markable", ns::MARKERS))
+}
+
+fn roster_item(
+    s: &Session,
+    user: &Username,
+    name: Option<&str>,
+    groups: &[String],
+    subscription: &str,
+) -> Element {
+    let mut item = el("item", ns::ROSTER)
+        .a("jid", bare_jid(s, user))
+        .a("subscription", subscription)
+        .a_opt("name", name);
+    for g in groups {
+        item = item.c(el("group", ns::ROSTER).t(g.clone()));
+    }
+    item
+}
+
+/// Pushes a roster change to every resource of the account (RFC 6121
+/// 2.1.6), this one through `replies`.
+fn roster_push(s: &Session, item: Element, replies: &mut Replies) {
+    let im = s.im.as_ref().expect("bound");
+    for full in s.x.resources_of(&im.bare) {
+        let push = el("iq", ns::CLIENT)
+            .a("type", "set")
+            .a("id", format!("push-{}", crate::routing::short_id()))
+            .a("to", full.clone())
+            .c(el("query", ns::ROSTER).c(item.clone()));
+        if full == im.full {
+            replies.push(push);
+        } else {
+            s.x.route(&full, push);
+        }
+    }
+}
+
+async fn iq(s: &mut Session, e: &Element, replies: &mut Replies) -> Handled {
+    let kind = e.attr("type").unwrap_or("");
+    if !matches!(kind, "get" | "set" | "result" | "error") || e.attr("id").is_none() {
+        return Err(StanzaError::bad_request("an iq needs an id and a type"));
+    }
+    let dest = target(s, e.attr("to"));
+    // IQs between clients are routed to the addressed resource.
+    let addressed = match &dest {
+        Target::User(peer, Some(resource)) => Some(format!("{}/{resource}", bare_jid(s, peer))),
+        Target::Own(Some(resource)) => {
+            Some(format!("{}/{resource}", s.im.as_ref().expect("bound").bare))
+        }
+        _ => None,
+    };
+    if let Some(full) = addressed {
+        if full != s.im.as_ref().expect("bound").full {
+            let mut stanza = e.clone();
+            let from = s.im.as_ref().expect("bound").full.clone();
+            stanza.set_attr(rxml::Namespace::NONE, ncname("from"), from);
+            if !s.x.route(&full, stanza) && matches!(kind, "get" | "set") {
+                return Err(StanzaError::service_unavailable());
+            }
+            return Ok(());
+        }
+    }
+    if matches!(kind, "result" | "error") {
+        return Ok(());
+    }
+    let Some(payload) = e.children().next() else {
+        return Err(StanzaError::bad_request("an iq get or set needs a payload"));
+    };
+    let caller = s.im.as_ref().expect("bound").caller.clone();
+    let hub = s.x.hub.clone();
+    let on_account = matches!(dest, Target::Server | Target::Own(None));
+    match (kind, payload.name(), payload.ns().as_str()) {
+        ("get", "query", ns::ROSTER) if on_account => {
+            let contacts = hub.contacts(&caller).await?;
+            let mut q = el("query", ns::ROSTER);
+            for c in contacts {
+                q = q.c(roster_item(
+                    s,
+                    &c.user.username,
+                    c.name.as_deref(),
+                    &c.groups,
+                    "both",
+                ));
+            }
+            replies.push(result(e).c(q));
+        }
+        ("set", "query", ns::ROSTER) if on_account => {
+            let items: Vec<&Element> = payload
+                .children()
+                .filter(|c| c.is("item", ns::ROSTER))
+                .collect();
+            let [item] = items.as_slice() else {
+                return Err(StanzaError::bad_request(
+                    "a roster set has exactly one item",
+                ));
+            };
+            let Some(Target::User(peer, None)) = item.attr("jid").map(|j| target(s, Some(j)))
+            else {
+                return Err(StanzaError::new(
+                    "modify",
+                    "not-acceptable",
+                    "the item must be a user of this server",
+                ));
+            };
+            if item.attr("subscription") == Some("remove") {
+                hub.remove_contact(&caller, &peer).await?;
+                replies.push(result(e));
+                roster_push(s, roster_item(s, &peer, None, &[], "remove"), replies);
+            } else {
+                let name = item
+                    .attr("name")
+                    .filter(|n| !n.is_empty())
+                    .map(ContactName::parse)
+                    .transpose()
+                    .map_err(|e| StanzaError::new("modify", "not-acceptable", e.to_string()))?;
+                let groups: Vec<String> = item
+                    .children()
+                    .filter(|c| c.is("group", ns::ROSTER))
+                    .map(|g| g.text())
+                    .collect();
+                let groups = ContactGroups::parse(groups)
+                    .map_err(|e| StanzaError::new("modify", "not-acceptable", e.to_string()))?;
+                let (contact, _) = hub
+                    .put_contact(&caller, &peer, name, groups)
+                    .await
+                    .map_err(|e| match e {
+                        CoreError::NotFound { .. } => StanzaError::item_not_found("no such user"),
+                        e => e.into(),
+                    })?;
+                replies.push(result(e));
+                roster_push(
+                    s,
+                    roster_item(
+                        s,
+                        &contact.user.username,
+                        contact.name.as_deref(),
+                        &contact.groups,
+                        "both",
+                    ),
+                    replies,
+                );
+            }
+        }
+        ("get", "query", ns::DISCO_INFO) => {
+            let mut q = el("query", ns::DISCO_INFO).a_opt("node", payload.attr("node"));
+            match &dest {
+                Target::Server => {
+                    q = q.c(el("identity", ns::DISCO_INFO)
+                        .a("category", "server")
+                        .a("type", "im")
+                        .a("name", "Natter"));
+                    for f in SERVER_FEATURES {
+                        q = q.c(el("feature", ns::DISCO_INFO).a("var", *f));
+                    }
+                }
+                Target::Own(None) | Target::User(_, None) => {
+                    q = q.c(el("identity", ns::DISCO_INFO)
+                        .a("category", "account")
+                        .a("type", "registered"));
+                    for f in ACCOUNT_FEATURES {
+                        q = q.c(el("feature", ns::DISCO_INFO).a("var", *f));
+                    }
+                }
+                _ => return Err(StanzaError::service_unavailable()),
+            }
+            replies.push(result(e).c(q));
+        }
+        ("get", "query", ns::DISCO_ITEMS) => {
+            replies.push(
+                result(e).c(el("query", ns::DISCO_ITEMS).a_opt("node", payload.attr("node"))),
+            );
+        }
+        ("get", "ping", ns::PING) if matches!(dest, Target::Server | Target::Own(_)) => {
+            replies.push(result(e));
+        }
+        ("get", "query", ns::VERSION) if matches!(dest, Target::Server) => {
+            replies.push(
+                result(e).c(el("query", ns::VERSION)
+                    .c(el("name", ns::VERSION).t("Natter"))
+                    .c(el("version", ns::VERSION).t(env!("CARGO_PKG_VERSION")))),
+            );
+        }
+        ("get", "time", ns::TIME) if matches!(dest, Target::Server) => {
+            replies.push(
+                result(e).c(el("time", ns::TIME)
+                    .c(el("tzo", ns::TIME).t("+00:00"))
+                    .c(el("utc", ns::TIME).t(stamp(&chrono::Utc::now())))),
+            );
+        }
+        ("get", "vCard", ns::VCARD) => {
+            let user = match &dest {
+                Target::Server | Target::Own(None) => caller.user.clone(),
+                Target::User(peer, None) => hub
+                    .user(peer)
+                    .await
+                    .map_err(|_| StanzaError::service_unavailable())?,
+                _ => return Err(StanzaError::service_unavailable()),
+            };
+            let mut card = el("vCard", ns::VCARD);
+            if let Some(name) = &user.display_name {
+                card = card
+                    .c(el("FN", ns::VCARD).t(name.clone()))
+                    .c(el("NICKNAME", ns::VCARD).t(name.clone()));
+            }
+            replies.push(result(e).c(card));
+        }
+        ("set", "vCard", ns::VCARD) if on_account => {
+            let name = payload
+                .child_text("FN", ns::VCARD)
+                .or_else(|| payload.child_text("NICKNAME", ns::VCARD))
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty());
+            let name = name
+                .as_deref()
+                .map(DisplayName::parse)
+                .transpose()
+                .map_err(|e| StanzaError::new("modify", "not-acceptable", e.to_string()))?;
+            hub.set_display_name(&caller, name).await?;
+            replies.push(result(e));
+        }
+        ("set", "session", ns::SESSION) => replies.push(result(e)),
+        ("set", "enable" | "disable", ns::CARBONS) if on_account => {
+            s.im.as_mut().expect("bound").carbons = payload.name() == "enable";
+            replies.push(result(e));
+        }
+        ("get", "query", ns::MAM) if on_account => replies.push(result(e).c(crate::mam::form())),
+        ("set", "query", ns::MAM) if on_account => {
+            crate::mam::query(s, e, payload, replies).await?
+        }
+        ("get", "query", ns::REGISTER) if on_account => {
+            replies.push(
+                result(e).c(el("query", ns::REGISTER)
+                    .c(el("registered", ns::REGISTER))
+                    .c(el("username", ns::REGISTER).t(caller.user.username.as_str().to_owned()))),
+            );
+        }
+        ("set", "query", ns::REGISTER) if on_account => {
+            return Err(StanzaError::not_allowed(
+                "change the password or delete the account through the web client or the API",
+            ));
+        }
+        _ => return Err(StanzaError::service_unavailable()),
+    }
+    Ok(())
+}
+
+/// What disco#info on the server lists (XEP-0030).
+const SERVER_FEATURES: &[&str] = &[
+    ns::DISCO_INFO,
+    ns::DISCO_ITEMS,
+    ns::PING,
+    ns::VERSION,
+    ns::TIME,
+    ns::VCARD,
+    ns::ROSTER,
+    ns::REGISTER,
+    ns::CARBONS,
+    ns::RECEIPTS,
+    ns::MARKERS,
+    ns::CHATSTATES,
+    ns::SID,
+    ns::CORRECT,
+    ns::RETRACT,
+    ns::CSI,
+    "msgoffline",
+];
+
+/// What disco#info on an account lists: its archive.
+const ACCOUNT_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::MAM, ns::SID];
+
+/// In-band registration (XEP-0077) before authentication, following the
+/// server's registration mode.
+pub(crate) async fn register(s: &mut Session, e: &Element) -> Option<Element> {
+    let open = s.x.hub.config().registration == natter_core::RegistrationMode::Open;
+    let kind = e.attr("type")?;
+    let reply = match kind {
+        "get" if open => result(e).c(el("query", ns::REGISTER)
+            .c(el("instructions", ns::REGISTER).t("Choose a username and a password."))
+            .c(el("username", ns::REGISTER))
+            .c(el("password", ns::REGISTER))),
+        "set" if open => {
+            let q = e.get_child("query", ns::REGISTER)?;
+            let username = q.child_text("username", ns::REGISTER).unwrap_or_default();
+            let password = q.child_text("password", ns::REGISTER).unwrap_or_default();
+            let parsed = Username::parse(&username)
+                .map_err(CoreError::from)
+                .and_then(|u| Ok((u, Password::parse_new("password", &password)?)));
+            let outcome = match parsed {
+                Ok((u, p)) => s.x.hub.sign_up(u, p, None).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => result(e),
+                Err(CoreError::Conflict { .. }) => {
+                    StanzaError::new("cancel", "conflict", "that username is taken").reply_to(e)
+                }
+                Err(err) => StanzaError::from(err).reply_to(e),
+            }
+        }
+        "get" | "set" => {
+            StanzaError::not_allowed("registration is closed on this server").reply_to(e)
+        }
+        _ => return None,
+    };
+    Some(reply)
+}
+
+/// Translates one real-time item into stanzas for this resource, each with
+/// the message it delivers (for delivered markers).
+pub(crate) async fn live(
+    s: &mut Session,
+    out: &Outbound,
+    stanzas: &mut Vec<(Element, Option<Message>)>,
+) -> Result<(), StreamError> {
+    let me = s.im.as_ref().expect("bound").caller.user.username.clone();
+    match &out.item {
+        Item::Event(ev) => {
+            let conversation = ev.conversation_id;
+            match &ev.kind {
+                EventKind::MessageCreated(m) => {
+                    if peer_of(s, conversation).await.is_none() {
+                        return Ok(());
+                    }
+                    let im = s.im.as_ref().expect("bound");
+                    if m.sender == me {
+                        if im.carbons && !im.own_sent_set.contains(&m.id) {
+                            stanzas.push((carbon_sent(s, m), None));
+                        }
+                    } else if im
+                        .offline_max
+                        .get(&conversation)
+                        .is_none_or(|max| m.seq > *max)
+                    {
+                        stanzas.push((chat_message(s, m), Some(m.clone())));
+                    }
+                }
+                EventKind::MessageEdited(m) => {
+                    if peer_of(s, conversation).await.is_none() || m.sender == me {
+                        return Ok(());
+                    }
+                    let im = s.im.as_ref().expect("bound");
+                    let mut stanza = el("message", ns::CLIENT)
+                        .a("type", "chat")
+                        .a("id", uuid::Uuid::now_v7().to_string())
+                        .a("from", bare_jid(s, &m.sender))
+                        .a("to", im.full.clone());
+                    if let Some(body) = &m.body {
+                        stanza = stanza.c(el("body", ns::CLIENT).t(body.clone()));
+                    }
+                    stanzas.push((
+                        stanza.c(el("replace", ns::CORRECT).a("id", m.client_id.clone())),
+                        None,
+                    ));
+                }
+                EventKind::MessageDeleted(m) => {
+                    if peer_of(s, conversation).await.is_none() || m.sender == me {
+                        return Ok(());
+                    }
+                    let im = s.im.as_ref().expect("bound");
+                    stanzas.push((
+                        el("message", ns::CLIENT)
+                            .a("type", "chat")
+                            .a("id", uuid::Uuid::now_v7().to_string())
+                            .a("from", bare_jid(s, &m.sender))
+                            .a("to", im.full.clone())
+                            .c(el("retract", ns::RETRACT).a("id", m.client_id.clone()))
+                            .c(el("store", ns::HINTS)),
+                        None,
+                    ));
+                }
+                EventKind::Delivered { user, seq } if *user != me => {
+                    receipts(s, conversation, user, *seq, false, stanzas).await;
+                }
+                EventKind::Read { user, seq } if *user != me => {
+                    receipts(s, conversation, user, *seq, true, stanzas).await;
+                }
+                _ => {}
+            }
+        }
+        Item::Presence { user, status, .. } => {
+            if *user != me {
+                stanzas.push((presence_of(s, user, *status), None));
+            }
+        }
+        Item::Typing {
+            conversation_id,
+            user,
+            active,
+        } => {
+            if *user == me || s.im.as_ref().expect("bound").inactive {
+                return Ok(());
+            }
+            if peer_of(s, *conversation_id).await.is_none() {
+                return Ok(());
+            }
+            let state = if *active { "composing" } else { "active" };
+            stanzas.push((
+                el("message", ns::CLIENT)
+                    .a("type", "chat")
+                    .a("from", bare_jid(s, user))
+                    .a("to", s.im.as_ref().expect("bound").full.clone())
+                    .c(el(state, ns::CHATSTATES))
+                    .c(el("no-store", ns::HINTS)),
+                None,
+            ));
+        }
+        Item::SessionRevoked => {
+            return Err(StreamError::not_authorized("this session was revoked"));
+        }
+    }
+    Ok(())
+}
+
+/// XEP-0184 receipts (delivered) or a XEP-0333 displayed marker (read) for
+/// the caller's messages up to `seq` that the peer's watermark passed.
+async fn receipts(
+    s: &mut Session,
+    conversation: ConversationId,
+    peer: &Username,
+    seq: i64,
+    read: bool,
+    stanzas: &mut Vec<(Element, Option<Message>)>,
+) {
+    if peer_of(s, conversation).await.as_ref() != Some(peer) {
+        return;
+    }
+    let im = s.im.as_ref().expect("bound");
+    let reported = if read {
+        &im.reported_read
+    } else {
+        &im.reported_delivered
+    };
+    let after = reported
+        .get(&conversation)
+        .copied()
+        .unwrap_or(0)
+        .max(seq - 50);
+    if seq <= after {
+        return;
+    }
+    let Ok(page) =
+        s.x.hub
+            .history(
+                &im.caller,
+                conversation,
+                Some(seq + 1),
+                Some(after),
+                Some(50),
+            )
+            .await
+    else {
+        return;
+    };
+    let me = im.caller.user.username.clone();
+    let full = im.full.clone();
+    let from = bare_jid(s, peer);
+    let mine: Vec<&Message> = page.messages.iter().filter(|m| m.sender == me).collect();
+    let marker = |child: Element| {
+        el("message", ns::CLIENT)
+            .a("type", "chat")
+            .a("from", from.clone())
+            .a("to", full.clone())
+            .c(child)
+    };
+    if read {
+        if let Some(m) = mine.last() {
+            stanzas.push((
+                marker(el("displayed", ns::MARKERS).a("id", m.client_id.clone())),
+                None,
+            ));
+        }
+    } else {
+        for m in &mine {
+            stanzas.push((
+                marker(el("received", ns::RECEIPTS).a("id", m.client_id.clone())),
+                None,
+            ));
+        }
+    }
+    let im = s.im.as_mut().expect("bound");
+    let reported = if read {
+        &mut im.reported_read
+    } else {
+        &mut im.reported_delivered
+    };
+    reported.insert(conversation, seq);
+}
+
+/// XEP-0280: a copy of a message the user sent from another device.
+fn carbon_sent(s: &Session, m: &Message) -> Element {
+    let im = s.im.as_ref().expect("bound");
+    let peer = im.peers.get(&m.conversation_id).cloned().flatten();
+    let mut inner = el("message", ns::CLIENT)
+        .a("type", "chat")
+        .a("id", m.client_id.clone())
+        .a("from", im.bare.clone())
+        .a_opt("to", peer.map(|p| bare_jid(s, &p)));
+    if let Some(body) = &m.body {
+        inner = inner.c(el("body", ns::CLIENT).t(body.clone()));
+    }
+    inner = inner
+        .c(el("stanza-id", ns::SID)
+            .a("by", im.bare.clone())
+            .a("id", m.id.0.to_string()))
+        .c(el("origin-id", ns::SID).a("id", m.client_id.clone()));
+    el("message", ns::CLIENT)
+        .a("type", "chat")
+        .a("from", im.bare.clone())
+        .a("to", im.full.clone())
+        .c(el("sent", ns::CARBONS).c(el("forwarded", ns::FORWARD).c(inner)))
+}
+
+/// The hub stream ended: reopen it from its cursor (the store has what the
+/// queue dropped), or end the XMPP stream if the store is gone.
+pub(crate) async fn stream_ended(s: &mut Session, end: StreamEnd, out: &mut Vec<Out>) {
+    let Some(im) = s.im.as_mut() else { return };
+    let Some(old) = im.live.take() else { return };
+    let cursor = old.cursor();
+    drop(old);
+    if end == StreamEnd::Unavailable {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    match s.x.hub.open_stream(&im.caller, Some(cursor)).await {
+        Ok(stream) => im.live = Some(stream),
+        Err(e) => {
+            tracing::warn!(error = %e, "reopening the real-time stream of an XMPP session failed");
+            out.push(Out::Close(Some(StreamError::internal_server_error(
+                "the server cannot deliver messages right now",
+            ))));
+        }
+    }
+}

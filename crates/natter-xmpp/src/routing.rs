@@ -1,0 +1,78 @@
+//! Bound resources on this node: who is connected as which full JID, for
+//! stanzas addressed to a full JID (IQs between clients, directed
+//! presence, roster pushes) and for the per-account session limit.
+
+use minidom::Element;
+use natter_types::UserId;
+use tokio::sync::mpsc;
+
+use crate::Shared;
+
+/// Stanzas queued for one resource beyond this are dropped (with an error
+/// to the sender where the protocol has one): a stuck client must not hold
+/// memory without bound.
+pub(crate) const ROUTED_QUEUE: usize = 256;
+
+pub(crate) struct Resource {
+    pub user: UserId,
+    pub tx: mpsc::Sender<Element>,
+}
+
+impl Shared {
+    /// Claims `resource` (or a variant of it, if taken) for `user`; fails
+    /// when the account has as many resources as allowed.
+    pub(crate) fn bind(
+        &self,
+        user: UserId,
+        bare: &str,
+        resource: &str,
+    ) -> Option<(String, mpsc::Receiver<Element>)> {
+        let mut map = self.resources.lock().expect("resources");
+        let count = map.values().filter(|r| r.user == user).count();
+        if count >= self.config.max_sessions_per_user {
+            return None;
+        }
+        let mut name = resource.to_owned();
+        while map.contains_key(&format!("{bare}/{name}")) {
+            // RFC 6120 7.7.2.2: the server may assign a different resource
+            // rather than end the other session.
+            name = format!("{resource}.{}", short_id());
+        }
+        let (tx, rx) = mpsc::channel(ROUTED_QUEUE);
+        map.insert(format!("{bare}/{name}"), Resource { user, tx });
+        Some((name, rx))
+    }
+
+    pub(crate) fn unbind(&self, full: &str) {
+        self.resources.lock().expect("resources").remove(full);
+    }
+
+    /// Hands a stanza to the resource bound as `full`; false if there is
+    /// none (or it is not keeping up).
+    pub(crate) fn route(&self, full: &str, stanza: Element) -> bool {
+        let tx = match self.resources.lock().expect("resources").get(full) {
+            Some(r) => r.tx.clone(),
+            None => return false,
+        };
+        tx.try_send(stanza).is_ok()
+    }
+
+    /// The full JIDs bound for `bare` on this node.
+    pub(crate) fn resources_of(&self, bare: &str) -> Vec<String> {
+        let prefix = format!("{bare}/");
+        self.resources
+            .lock()
+            .expect("resources")
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A short random identifier (stream ids, generated resources).
+pub(crate) fn short_id() -> String {
+    use rand::Rng;
+    let n: u64 = rand::rng().random();
+    format!("{n:012x}")[..12].to_owned()
+}

@@ -1,0 +1,274 @@
+//! XMPP over TCP (RFC 6120): one long-lived XML stream per connection,
+//! upgraded in place by STARTTLS, or wrapped in TLS from the first byte
+//! on the direct-TLS port (XEP-0368).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use minidom::Element;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+
+use crate::error::StreamError;
+use crate::session::{Out, Session, Transport};
+use crate::xml::{Limits, StreamParser, to_string};
+use crate::{Xmpp, ns};
+
+/// Bytes read per system call. Small, because every idle connection
+/// keeps its buffer; a large stanza simply takes several reads.
+const READ_BUFFER: usize = 4096;
+
+impl Xmpp {
+    /// Accepts c2s connections until shutdown. With `direct_tls`, every
+    /// connection starts with a TLS handshake.
+    pub async fn serve_tcp(&self, listener: TcpListener, direct_tls: bool) {
+        let mut shutdown = self.inner.shutdown.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let x = self.clone();
+                        tokio::spawn(async move { x.connection(tcp, peer, direct_tls).await });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting an XMPP connection failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+                _ = crate::stopped(&mut shutdown) => return,
+            }
+        }
+    }
+
+    async fn connection(self, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+        let _ = tcp.set_nodelay(true);
+        let x = self.inner.clone();
+        let Some(session) = Session::new(x.clone(), Transport::Tcp, direct_tls, Some(peer.ip()))
+        else {
+            let mut tcp = tcp;
+            let mut w = Writer::default();
+            w.close(
+                Some(StreamError::policy_violation(
+                    "too many unauthenticated connections from your address",
+                )),
+                &x.config.domain,
+            );
+            let _ = tcp.write_all(w.buf.as_bytes()).await;
+            return;
+        };
+        let conn = if direct_tls {
+            let Some(acceptor) = &x.tls else {
+                return;
+            };
+            match tokio::time::timeout(x.config.auth_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => Conn::Tls(Box::new(tls)),
+                _ => return,
+            }
+        } else {
+            Conn::Plain(tcp)
+        };
+        run(session, conn).await;
+    }
+}
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Serializes outputs in TCP framing.
+#[derive(Default)]
+struct Writer {
+    buf: String,
+    header_sent: bool,
+}
+
+impl Writer {
+    fn header(&mut self, id: &str, domain: &str) {
+        self.header_sent = true;
+        self.buf.push_str(&format!(
+            "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{id}' from='{domain}' version='1.0' xml:lang='en'>",
+            ns::CLIENT,
+            ns::STREAM
+        ));
+    }
+
+    fn element(&mut self, e: &Element) {
+        write_element(&mut self.buf, e);
+    }
+
+    fn close(&mut self, error: Option<StreamError>, domain: &str) {
+        if let Some(error) = error {
+            if !self.header_sent {
+                // RFC 6120 4.9.1.1: an error before the header comes after one.
+                self.header(&crate::routing::short_id(), domain);
+            }
+            self.element(&error.to_element());
+        }
+        if self.header_sent {
+            self.buf.push_str("</stream:stream>");
+        }
+    }
+}
+
+/// Writes an element; those of the streams namespace (features, errors)
+/// get the `stream:` prefix that the stream header declared, which some
+/// clients match literally.
+pub(crate) fn write_element(buf: &mut String, e: &Element) {
+    if e.ns() == ns::STREAM {
+        buf.push_str("<stream:");
+        buf.push_str(e.name());
+        buf.push('>');
+        for child in e.children() {
+            buf.push_str(&to_string(child));
+        }
+        buf.push_str("</stream:");
+        buf.push_str(e.name());
+        buf.push('>');
+    } else {
+        buf.push_str(&to_string(e));
+    }
+}
+
+async fn run(mut session: Session, mut conn: Conn) {
+    let x = session.x.clone();
+    let limits = Limits {
+        max_stanza: x.config.max_stanza_bytes,
+        ..Limits::default()
+    };
+    let domain = x.config.domain.clone();
+    let mut parser = StreamParser::new(limits);
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut shutdown = x.shutdown.clone();
+    let auth_deadline = tokio::time::Instant::now() + x.config.auth_timeout;
+    let mut writer = Writer::default();
+    let mut out = Vec::new();
+    let mut inputs = Vec::new();
+    'conn: loop {
+        tokio::select! {
+            read = conn.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break 'conn,
+                    Ok(n) => n,
+                };
+                if let Err(e) = parser.feed(&buf[..n], &mut inputs) {
+                    // Handle what came before the bad bytes, then fail.
+                    for input in inputs.drain(..) {
+                        session.handle(input, &mut out).await;
+                    }
+                    out.push(Out::Close(Some(e)));
+                }
+                for input in inputs.drain(..) {
+                    session.handle(input, &mut out).await;
+                    // After these, bytes already read belong to an old
+                    // stream: discard them (no plaintext injection across
+                    // STARTTLS, RFC 6120 5.3.3).
+                    if out.iter().any(|o| matches!(o, Out::StartTls | Out::Restart | Out::Close(_))) {
+                        break;
+                    }
+                }
+                inputs.clear();
+            }
+            push = session.next_push() => session.on_push(push, &mut out).await,
+            _ = tokio::time::sleep_until(auth_deadline), if !session.authenticated() => {
+                out.push(Out::Close(Some(StreamError::connection_timeout("authenticate sooner"))));
+            }
+            _ = crate::stopped(&mut shutdown) => {
+                session.closed_cleanly = true;
+                out.push(Out::Close(Some(StreamError::system_shutdown("the server is shutting down"))));
+            }
+        }
+        let mut end = false;
+        let mut upgrade = false;
+        for o in out.drain(..) {
+            match o {
+                Out::Open { id } => writer.header(&id, &domain),
+                Out::Element(e) => writer.element(&e),
+                Out::StartTls => {
+                    writer
+                        .buf
+                        .push_str(&format!("<proceed xmlns='{}'/>", ns::TLS));
+                    upgrade = true;
+                    break;
+                }
+                Out::Restart => {
+                    parser = StreamParser::new(limits);
+                    writer.header_sent = false;
+                }
+                Out::Close(error) => {
+                    writer.close(error, &domain);
+                    end = true;
+                    break;
+                }
+            }
+        }
+        out.clear();
+        if !writer.buf.is_empty() {
+            let data = std::mem::take(&mut writer.buf);
+            if conn.write_all(data.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        if end {
+            let _ = conn.shutdown().await;
+            session.closed_cleanly = true;
+            break;
+        }
+        if upgrade {
+            let (Conn::Plain(tcp), Some(acceptor)) = (conn, x.tls.clone()) else {
+                return;
+            };
+            match tokio::time::timeout(x.config.auth_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => conn = Conn::Tls(Box::new(tls)),
+                _ => return,
+            }
+            session.secure = true;
+            parser = StreamParser::new(limits);
+            writer.header_sent = false;
+        }
+    }
+    session.detach();
+}

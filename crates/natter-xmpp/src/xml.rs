@@ -1,0 +1,400 @@
+//! Restricted XML in and out: the incremental parser of a TCP stream, the
+//! parser of one WebSocket frame or BOSH body, the limits every parser
+//! path enforces, and small helpers to build elements.
+//!
+//! Parsing is `rxml`'s restricted XML (RFC 6120 section 11.1): no DTD, no
+//! entity declarations, no processing instructions, no comments. On top of
+//! it Natter caps the bytes of one stanza *while reading* (a client cannot
+//! make the server buffer more than the limit), the nesting depth and the
+//! attributes per element.
+
+use minidom::Element;
+use minidom::tree_builder::TreeBuilder;
+use rxml::error::EndOrError;
+use rxml::{Parse, RawEvent, RawParser, WithOptions};
+
+use crate::error::StreamError;
+use crate::ns;
+
+/// Limits applied on every parser path.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest stanza, in bytes of XML as received.
+    pub max_stanza: usize,
+    /// Deepest element nesting inside a stanza.
+    pub max_depth: usize,
+    /// Most attributes on one element.
+    pub max_attrs: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_stanza: 256 * 1024,
+            max_depth: 32,
+            max_attrs: 64,
+        }
+    }
+}
+
+/// What the parser of a stream hands the session.
+#[derive(Debug)]
+pub enum Input {
+    /// A stream header (`<stream:stream>`, or RFC 7395's `<open/>`).
+    Open {
+        to: Option<String>,
+        version: Option<String>,
+    },
+    /// A top-level element: a stanza or a nonza (SASL, stream management…).
+    Element(Element),
+    /// The peer closed its stream.
+    Close,
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn new_parser(limits: &Limits) -> RawParser {
+    let options = rxml::Options {
+        max_token_length: limits.max_stanza,
+        ..Default::default()
+    };
+    RawParser::with_options(options)
+}
+
+/// Maps a parser error to the stream error RFC 6120 names for it. The
+/// parser reports a DTD, a comment or a processing instruction as a
+/// syntax error; the bytes tell which it was.
+fn xml_error(e: rxml::Error, data: &[u8]) -> StreamError {
+    let restricted = ["<!DOCTYPE", "<!ENTITY", "<!--", "<![INCLUDE"]
+        .iter()
+        .any(|needle| contains(data, needle.as_bytes()))
+        || data
+            .windows(2)
+            .enumerate()
+            .any(|(i, w)| w == b"<?" && !data[i..].starts_with(b"<?xml "));
+    if restricted {
+        return StreamError::restricted_xml(
+            "DTDs, comments and processing instructions are not allowed",
+        );
+    }
+    match e {
+        rxml::Error::RestrictedXml(what) => {
+            StreamError::restricted_xml(format!("restricted XML: {what} is not allowed"))
+        }
+        rxml::Error::UndeclaredEntity => StreamError::restricted_xml(
+            "entity references other than the predefined ones are not allowed",
+        ),
+        other => StreamError::not_well_formed(other.to_string()),
+    }
+}
+
+/// The incremental parser of one XMPP stream over TCP. A stream restart
+/// (after STARTTLS or SASL) starts a new parser.
+pub struct StreamParser {
+    raw: RawParser,
+    tree: TreeBuilder,
+    limits: Limits,
+    /// Bytes received since the last complete stanza.
+    pending: usize,
+    attrs: usize,
+    opened: bool,
+}
+
+impl StreamParser {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            raw: new_parser(&limits),
+            tree: TreeBuilder::new(),
+            limits,
+            pending: 0,
+            attrs: 0,
+            opened: false,
+        }
+    }
+
+    /// Feeds bytes as they arrive; returns what they completed.
+    pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<Input>) -> Result<(), StreamError> {
+        let all = data;
+        self.pending += data.len();
+        loop {
+            let event = match self.raw.parse(&mut data, false) {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return Ok(()),
+                Err(EndOrError::NeedMoreData) => break,
+                Err(EndOrError::Error(e)) => return Err(xml_error(e, all)),
+            };
+            self.event(event, out)?;
+        }
+        if self.pending > self.limits.max_stanza {
+            return Err(StreamError::policy_violation(format!(
+                "stanza larger than {} bytes",
+                self.limits.max_stanza
+            )));
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, event: RawEvent, out: &mut Vec<Input>) -> Result<(), StreamError> {
+        let is_foot = matches!(event, RawEvent::ElementFoot(_));
+        match &event {
+            RawEvent::ElementHeadOpen(..) => self.attrs = 0,
+            RawEvent::Attribute(..) => {
+                self.attrs += 1;
+                if self.attrs > self.limits.max_attrs {
+                    return Err(StreamError::policy_violation("too many attributes"));
+                }
+            }
+            // Whitespace between stanzas (keep-alives) is not kept.
+            RawEvent::Text(..) if self.tree.depth() <= 1 => {
+                self.pending = 0;
+                return Ok(());
+            }
+            _ => {}
+        }
+        if is_foot && self.tree.depth() == 1 {
+            out.push(Input::Close);
+            return Ok(());
+        }
+        let head_close = matches!(event, RawEvent::ElementHeadClose(_));
+        self.tree
+            .process_event(event)
+            .map_err(|e| StreamError::invalid_namespace(e.to_string()))?;
+        if self.tree.depth() > self.limits.max_depth + 1 {
+            return Err(StreamError::policy_violation("elements nested too deeply"));
+        }
+        if head_close && self.tree.depth() == 1 && !self.opened {
+            self.opened = true;
+            let root = self.tree.top().expect("the stream header was just opened");
+            if root.name() != "stream" || root.ns() != ns::STREAM {
+                return Err(StreamError::invalid_namespace(
+                    "the stream header must be <stream:stream> in http://etherx.jabber.org/streams",
+                ));
+            }
+            out.push(Input::Open {
+                to: root.attr("to").map(str::to_owned),
+                version: root.attr("version").map(str::to_owned),
+            });
+            self.pending = 0;
+        } else if is_foot && self.tree.depth() == 1 {
+            if let Some(stanza) = self.tree.unshift_child() {
+                out.push(Input::Element(stanza));
+            }
+            self.pending = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Parses one complete element: a WebSocket frame (RFC 7395) or a BOSH
+/// `<body/>`, with the same restrictions and limits as a TCP stream.
+pub fn parse_document(data: &[u8], limits: &Limits) -> Result<Element, StreamError> {
+    if data.len() > limits.max_stanza {
+        return Err(StreamError::policy_violation(format!(
+            "stanza larger than {} bytes",
+            limits.max_stanza
+        )));
+    }
+    let mut raw = new_parser(limits);
+    let mut tree = TreeBuilder::new();
+    let mut buf = data;
+    let mut attrs = 0;
+    loop {
+        let event = match raw.parse(&mut buf, true) {
+            Ok(Some(ev)) => ev,
+            Ok(None) => break,
+            Err(EndOrError::NeedMoreData) => {
+                return Err(StreamError::not_well_formed("incomplete XML"));
+            }
+            Err(EndOrError::Error(e)) => return Err(xml_error(e, data)),
+        };
+        match &event {
+            RawEvent::ElementHeadOpen(..) => attrs = 0,
+            RawEvent::Attribute(..) => {
+                attrs += 1;
+                if attrs > limits.max_attrs {
+                    return Err(StreamError::policy_violation("too many attributes"));
+                }
+            }
+            _ => {}
+        }
+        tree.process_event(event)
+            .map_err(|e| StreamError::invalid_namespace(e.to_string()))?;
+        if tree.depth() > limits.max_depth + 1 {
+            return Err(StreamError::policy_violation("elements nested too deeply"));
+        }
+    }
+    tree.root
+        .take()
+        .ok_or_else(|| StreamError::not_well_formed("no element"))
+}
+
+/// Serializes an element (its namespace declared on it).
+pub fn to_string(el: &Element) -> String {
+    let mut buf = Vec::with_capacity(256);
+    el.write_to(&mut buf)
+        .expect("serializing an element into memory cannot fail");
+    String::from_utf8(buf).expect("the XML writer emits UTF-8")
+}
+
+/// Builds elements tersely: `el("message", ns::CLIENT).a("to", jid).c(body)`.
+pub fn el(name: &str, namespace: &str) -> Element {
+    Element::bare(name, namespace)
+}
+
+pub trait ElementExt: Sized {
+    /// With an attribute (in no namespace).
+    fn a(self, name: &str, value: impl Into<String>) -> Self;
+    /// With an attribute if `value` is set.
+    fn a_opt(self, name: &str, value: Option<impl Into<String>>) -> Self {
+        match value {
+            Some(v) => self.a(name, v),
+            None => self,
+        }
+    }
+    /// With a child element.
+    fn c(self, child: Element) -> Self;
+    /// With text content.
+    fn t(self, text: impl Into<String>) -> Self;
+    /// The text of the named child in the element's namespace or `ns`.
+    fn child_text(&self, name: &str, ns: &str) -> Option<String>;
+}
+
+impl ElementExt for Element {
+    fn a(mut self, name: &str, value: impl Into<String>) -> Self {
+        let name = rxml::NcName::try_from(name).expect("attribute names in the code are valid");
+        self.set_attr(rxml::Namespace::NONE, name, value.into());
+        self
+    }
+
+    fn c(mut self, child: Element) -> Self {
+        self.append_child(child);
+        self
+    }
+
+    fn t(mut self, text: impl Into<String>) -> Self {
+        self.append_text(text);
+        self
+    }
+
+    fn child_text(&self, name: &str, ns: &str) -> Option<String> {
+        self.get_child(name, ns).map(|c| c.text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(chunks: &[&str]) -> Result<Vec<Input>, StreamError> {
+        let mut p = StreamParser::new(Limits::default());
+        let mut out = Vec::new();
+        for c in chunks {
+            p.feed(c.as_bytes(), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.org' version='1.0'>";
+
+    #[test]
+    fn stanzas_split_across_reads() {
+        let out = feed_all(&[
+            &HEADER[..30],
+            &HEADER[30..],
+            " <message to='a@example.org'><bo",
+            "dy>hi &amp; bye</body></message>\n<presence/></stream:stream>",
+        ])
+        .unwrap();
+        assert!(
+            matches!(&out[0], Input::Open { to: Some(t), version: Some(v) } if t == "example.org" && v == "1.0")
+        );
+        let Input::Element(m) = &out[1] else {
+            panic!("{out:?}")
+        };
+        assert!(m.is("message", ns::CLIENT));
+        assert_eq!(
+            m.child_text("body", ns::CLIENT).as_deref(),
+            Some("hi & bye")
+        );
+        assert!(matches!(&out[2], Input::Element(p) if p.name() == "presence"));
+        assert!(matches!(out[3], Input::Close));
+    }
+
+    #[test]
+    fn restricted_xml_is_refused() {
+        for bad in [
+            "<!DOCTYPE foo [<!ENTITY x 'y'>]><message/>",
+            "<?php echo 1 ?><message/>",
+            "<!-- hi --><message/>",
+            "<message>&x;</message>",
+        ] {
+            let err = feed_all(&[HEADER, bad]).unwrap_err();
+            assert!(
+                matches!(err.condition, "restricted-xml" | "not-well-formed"),
+                "{bad}: {err:?}"
+            );
+        }
+        let err = feed_all(&["<!DOCTYPE stream [<!ENTITY lol 'lol'>]>"]).unwrap_err();
+        assert!(matches!(
+            err.condition,
+            "restricted-xml" | "not-well-formed"
+        ));
+        let err = feed_all(&[HEADER, "<message><body>a</bod></message>"]).unwrap_err();
+        assert_eq!(err.condition, "not-well-formed");
+    }
+
+    #[test]
+    fn limits_hold_while_reading() {
+        let mut p = StreamParser::new(Limits {
+            max_stanza: 1000,
+            ..Limits::default()
+        });
+        let mut out = Vec::new();
+        p.feed(HEADER.as_bytes(), &mut out).unwrap();
+        p.feed(b"<message><body>", &mut out).unwrap();
+        let err = p.feed(&[b'a'; 2000], &mut out).unwrap_err();
+        assert_eq!(err.condition, "policy-violation");
+
+        let deep = "<a>".repeat(40);
+        let err = feed_all(&[HEADER, &format!("<message>{deep}")]).unwrap_err();
+        assert_eq!(err.condition, "policy-violation");
+        let many: String = (0..100).map(|i| format!(" a{i}='x'")).collect();
+        let err = feed_all(&[HEADER, &format!("<message{many}/>")]).unwrap_err();
+        assert_eq!(err.condition, "policy-violation");
+    }
+
+    #[test]
+    fn wrong_stream_namespace() {
+        let err = feed_all(&["<stream:stream xmlns:stream='urn:nope' xmlns='jabber:client'>"])
+            .unwrap_err();
+        assert_eq!(err.condition, "invalid-namespace");
+    }
+
+    #[test]
+    fn frames_parse_alone() {
+        let e = parse_document(
+            b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='example.org' version='1.0'/>",
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(e.is("open", ns::FRAMING));
+        assert!(parse_document(b"<a><b></a>", &Limits::default()).is_err());
+        assert_eq!(
+            parse_document(b"<!DOCTYPE a><a/>", &Limits::default())
+                .unwrap_err()
+                .condition,
+            "restricted-xml"
+        );
+        let built = el("message", ns::CLIENT)
+            .a("to", "b@example.org")
+            .c(el("body", ns::CLIENT).t("<hi>"));
+        let text = to_string(&built);
+        assert_eq!(
+            parse_document(text.as_bytes(), &Limits::default()).unwrap(),
+            built
+        );
+        assert!(text.contains("&lt;hi&gt;"), "{text}");
+    }
+}
