@@ -83,7 +83,7 @@ pub enum ScramHash {
 }
 
 impl ScramHash {
-    fn keys<'a>(self, c: &'a Credentials) -> &'a ScramKeys {
+    fn keys(self, c: &Credentials) -> &ScramKeys {
         match self {
             Self::Sha1 => &c.sha1,
             Self::Sha256 => &c.sha256,

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 pub use serde_json::json;
 
 pub mod stream;
+pub mod xmpp;
 
 /// Password used by [`TestServer::user`].
 pub const PASSWORD: &str = "correct horse battery";

@@ -275,10 +275,10 @@ async fn message(s: &mut Session, e: &Element, _replies: &mut Replies) -> Handle
 
     // XEP-0184 receipt and XEP-0333 markers: name one of the peer's
     // messages by the id its sender gave it.
-    if let Some(r) = e.get_child("received", ns::RECEIPTS) {
-        if let Some(m) = peer_message(s, &peer, r.attr("id")).await {
-            hub.note_delivered(&caller, &m);
-        }
+    if let Some(r) = e.get_child("received", ns::RECEIPTS)
+        && let Some(m) = peer_message(s, &peer, r.attr("id")).await
+    {
+        hub.note_delivered(&caller, &m);
     }
     for child in e.children().filter(|c| c.ns() == ns::MARKERS) {
         let Some(m) = peer_message(s, &peer, child.attr("id")).await else {
@@ -395,21 +395,19 @@ async fn presence(s: &mut Session, e: &Element, replies: &mut Replies) -> Handle
     match (kind, e.attr("to")) {
         (None, None) => {
             let status = presence_status(e);
-            let available = s.im.as_ref().expect("bound").live.is_some();
-            if available {
-                if let Some(live) = &s.im.as_ref().expect("bound").live {
-                    live.set_presence(status).await?;
-                }
-            } else {
-                become_available(s, status, replies).await?;
-            }
             let full = s.im.as_ref().expect("bound").full.clone();
-            // RFC 6121 4.2.2: the user's own resources see the presence too.
+            // RFC 6121 4.2.2: the user's own resources see the presence
+            // too, this one first, so a client knows it is available
+            // before what was waiting for it arrives.
             replies.push(own_presence(e, &full, &full));
             for other in s.x.resources_of(&s.im.as_ref().expect("bound").bare) {
                 if other != full {
                     s.x.route(&other, own_presence(e, &full, &other));
                 }
+            }
+            match &s.im.as_ref().expect("bound").live {
+                Some(live) => live.set_presence(status).await?,
+                None => become_available(s, status, replies).await?,
             }
         }
         (Some("unavailable"), None) => {
@@ -669,8 +667,10 @@ async fn iq(s: &mut Session, e: &Element, replies: &mut Replies) -> Handled {
         }
         _ => None,
     };
-    if let Some(full) = addressed {
-        if full != s.im.as_ref().expect("bound").full {
+    if let Some(full) = addressed
+        && full != s.im.as_ref().expect("bound").full
+    {
+        {
             let mut stanza = e.clone();
             let from = s.im.as_ref().expect("bound").full.clone();
             stanza.set_attr(rxml::Namespace::NONE, ncname("from"), from);

@@ -216,9 +216,8 @@ pub(crate) async fn query(
 
     let mut peers = std::collections::HashMap::new();
     for m in &page {
-        if !peers.contains_key(&m.conversation_id) {
-            let peer = crate::im::peer_of(s, m.conversation_id).await;
-            peers.insert(m.conversation_id, peer);
+        if let std::collections::hash_map::Entry::Vacant(slot) = peers.entry(m.conversation_id) {
+            slot.insert(crate::im::peer_of(s, m.conversation_id).await);
         }
     }
     let im = s.im.as_ref().expect("bound");

@@ -117,23 +117,26 @@ impl StreamParser {
     /// Feeds bytes as they arrive; returns what they completed.
     pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<Input>) -> Result<(), StreamError> {
         let all = data;
-        self.pending += data.len();
         loop {
-            let event = match self.raw.parse(&mut data, false) {
+            let before = data.len();
+            let parsed = self.raw.parse(&mut data, false);
+            // Count what the parser took, event by event, so that a stanza
+            // over the limit fails even when its end is in this read.
+            self.pending += before - data.len();
+            if self.pending > self.limits.max_stanza {
+                return Err(StreamError::policy_violation(format!(
+                    "stanza larger than {} bytes",
+                    self.limits.max_stanza
+                )));
+            }
+            let event = match parsed {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return Ok(()),
-                Err(EndOrError::NeedMoreData) => break,
+                Err(EndOrError::NeedMoreData) => return Ok(()),
                 Err(EndOrError::Error(e)) => return Err(xml_error(e, all)),
             };
             self.event(event, out)?;
         }
-        if self.pending > self.limits.max_stanza {
-            return Err(StreamError::policy_violation(format!(
-                "stanza larger than {} bytes",
-                self.limits.max_stanza
-            )));
-        }
-        Ok(())
     }
 
     fn event(&mut self, event: RawEvent, out: &mut Vec<Input>) -> Result<(), StreamError> {
@@ -355,6 +358,16 @@ mod tests {
         p.feed(HEADER.as_bytes(), &mut out).unwrap();
         p.feed(b"<message><body>", &mut out).unwrap();
         let err = p.feed(&[b'a'; 2000], &mut out).unwrap_err();
+        assert_eq!(err.condition, "policy-violation");
+
+        // over the limit by a little, with the stanza's end in the same read
+        let mut p = StreamParser::new(Limits {
+            max_stanza: 1000,
+            ..Limits::default()
+        });
+        p.feed(HEADER.as_bytes(), &mut out).unwrap();
+        let stanza = format!("<message><body>{}</body></message>", "b".repeat(990));
+        let err = p.feed(stanza.as_bytes(), &mut out).unwrap_err();
         assert_eq!(err.condition, "policy-violation");
 
         let deep = "<a>".repeat(40);

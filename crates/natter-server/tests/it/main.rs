@@ -12,3 +12,4 @@ mod errors;
 mod messages;
 mod ops;
 mod realtime;
+mod xmpp;

@@ -1,0 +1,655 @@
+//! XMPP protocol scenarios, each run over TCP, WebSocket (RFC 7395) and
+//! BOSH with the same steps: "alice sends … bob receives …", written as
+//! the XML that crosses the wire. Third-party client libraries are run
+//! against the server by `scripts/test-xmpp-interop`.
+
+use natter_testkit::stream::{Realtime, Transport};
+use natter_testkit::xmpp::{ALL, Element, Framing, XmppClient, body};
+use natter_testkit::{PASSWORD, TestServer};
+use serde_json::json;
+
+const SID: &str = "urn:xmpp:sid:0";
+const RECEIPTS: &str = "urn:xmpp:receipts";
+const MARKERS: &str = "urn:xmpp:chat-markers:0";
+const MAM: &str = "urn:xmpp:mam:2";
+const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/// A server that allows PLAIN over plain TCP, as on loopback.
+async fn server() -> TestServer {
+    TestServer::start_with(|c| c.xmpp.allow_plaintext = true).await
+}
+
+fn is_chat(e: &Element) -> bool {
+    e.name() == "message" && body(e).is_some()
+}
+
+#[tokio::test]
+async fn alice_and_bob_chat_with_receipts_and_markers_over_every_framing() {
+    let server = server().await;
+    let rest_alice = server.user("alice").await;
+    server.user("bob").await;
+    for framing in ALL {
+        let mut alice = XmppClient::online(&server, framing, "alice", PASSWORD).await;
+        let mut bob = XmppClient::online(&server, framing, "bob", PASSWORD).await;
+        let origin = format!("o-{framing:?}");
+
+        // alice sends bob a chat message with an origin-id
+        alice
+            .send(&format!(
+                "<message xmlns='jabber:client' type='chat' to='bob@localhost' id='{origin}'><body>hi bob over {framing:?}</body><origin-id xmlns='{SID}' id='{origin}'/><request xmlns='{RECEIPTS}'/><markable xmlns='{MARKERS}'/></message>"
+            ))
+            .await;
+        // bob receives it from alice's bare JID, with a stanza id
+        let m = bob.recv_where(is_chat).await;
+        assert_eq!(
+            body(&m).as_deref(),
+            Some(format!("hi bob over {framing:?}").as_str())
+        );
+        assert_eq!(m.attr("from"), Some("alice@localhost"));
+        assert_eq!(m.attr("type"), Some("chat"));
+        assert_eq!(
+            m.attr("id"),
+            Some(origin.as_str()),
+            "the sender's id is kept"
+        );
+        let stanza_id = m.get_child("stanza-id", SID).expect("XEP-0359 stanza-id");
+        assert_eq!(stanza_id.attr("by"), Some("bob@localhost"));
+
+        // the REST API shows the same message, with the same id
+        let conv = rest_alice.direct("bob").await;
+        let page = rest_alice
+            .get(&format!("/api/v1/conversations/{conv}/messages"))
+            .await;
+        let last = page.expect(200)["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            last["id"].as_str(),
+            stanza_id.attr("id"),
+            "stanza-id is the message id"
+        );
+        assert_eq!(last["client_id"], json!(origin));
+
+        // bob acknowledges receipt, then reads: alice gets both
+        bob.send(&format!(
+            "<message xmlns='jabber:client' to='alice@localhost'><received xmlns='{RECEIPTS}' id='{origin}'/></message>"
+        ))
+        .await;
+        // (a new session may also hear again of earlier receipts: they
+        // are idempotent, and no receipt is ever missed)
+        let r = alice
+            .recv_where(|e| {
+                e.get_child("received", RECEIPTS)
+                    .is_some_and(|r| r.attr("id") == Some(origin.as_str()))
+            })
+            .await;
+        assert_eq!(r.attr("from"), Some("bob@localhost"));
+        bob.send(&format!(
+            "<message xmlns='jabber:client' to='alice@localhost' type='chat'><displayed xmlns='{MARKERS}' id='{origin}'/></message>"
+        ))
+        .await;
+        let d = alice
+            .recv_where(|e| e.get_child("displayed", MARKERS).is_some())
+            .await;
+        assert_eq!(
+            d.get_child("displayed", MARKERS).unwrap().attr("id"),
+            Some(origin.as_str())
+        );
+        assert_eq!(d.attr("from"), Some("bob@localhost"));
+
+        // bob answers; alice gets it, and a retry with the same origin-id
+        // is not stored twice
+        for _ in 0..2 {
+            bob.send(&format!(
+                "<message xmlns='jabber:client' type='chat' to='alice@localhost' id='r-{framing:?}'><body>hello alice</body></message>"
+            ))
+            .await;
+        }
+        let m = alice.recv_where(is_chat).await;
+        assert_eq!(body(&m).as_deref(), Some("hello alice"));
+        // a ping round trip proves the duplicate was processed before it
+        alice
+            .send("<iq xmlns='jabber:client' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+            .await;
+        let pong = alice.iq_reply("p1").await;
+        assert_eq!(pong.attr("type"), Some("result"));
+        let page = rest_alice
+            .get(&format!("/api/v1/conversations/{conv}/messages"))
+            .await;
+        let count = page.expect(200)["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["client_id"] == json!(format!("r-{framing:?}")))
+            .count();
+        assert_eq!(count, 1, "a retried stanza id is stored once");
+    }
+}
+
+#[tokio::test]
+async fn stream_errors_name_the_rfc_condition_on_every_framing() {
+    let server = server().await;
+    server.user("alice").await;
+    for framing in ALL {
+        // a stanza before authentication
+        let mut c = XmppClient::connect(&server, framing).await;
+        c.features().await;
+        c.send("<message xmlns='jabber:client' to='bob@localhost'><body>x</body></message>")
+            .await;
+        assert_eq!(c.stream_error().await, "not-authorized", "{framing:?}");
+
+        // a header for another domain
+        let mut c = XmppClient::connect_to(&server, framing, "elsewhere.example").await;
+        assert_eq!(c.stream_error().await, "host-unknown", "{framing:?}");
+
+        // a spoofed from
+        let mut c = XmppClient::connect(&server, framing).await;
+        c.login_plain("alice", PASSWORD, "r").await;
+        c.send("<message xmlns='jabber:client' from='bob@localhost/x' to='alice@localhost'><body>x</body></message>")
+            .await;
+        assert_eq!(c.stream_error().await, "invalid-from", "{framing:?}");
+
+        // an unknown top-level element
+        let mut c = XmppClient::connect(&server, framing).await;
+        c.features().await;
+        c.send("<foo xmlns='urn:example:nope'/>").await;
+        assert_eq!(
+            c.stream_error().await,
+            "unsupported-stanza-type",
+            "{framing:?}"
+        );
+    }
+    for framing in [Framing::Tcp, Framing::WebSocket] {
+        // malformed XML
+        let mut c = XmppClient::connect(&server, framing).await;
+        c.features().await;
+        c.send_raw(b"<message xmlns='jabber:client'><body>x</bod></message>")
+            .await;
+        assert_eq!(c.stream_error().await, "not-well-formed", "{framing:?}");
+
+        // entity expansion and other restricted XML
+        for evil in [
+            &b"<!DOCTYPE lolz [<!ENTITY lol 'lol'>]><message xmlns='jabber:client'>&lol;</message>"
+                [..],
+            b"<message xmlns='jabber:client'><body>&xxe;</body></message>",
+            b"<?evil instruction?><message xmlns='jabber:client'/>",
+            b"<!-- a comment --><message xmlns='jabber:client'/>",
+        ] {
+            let mut c = XmppClient::connect(&server, framing).await;
+            c.features().await;
+            c.send_raw(evil).await;
+            assert_eq!(
+                c.stream_error().await,
+                "restricted-xml",
+                "{framing:?}: {}",
+                String::from_utf8_lossy(evil)
+            );
+        }
+
+        // an oversized stanza
+        let mut c = XmppClient::connect(&server, framing).await;
+        c.login_plain("alice", PASSWORD, "big").await;
+        let huge = "a".repeat(server.config.xmpp.max_stanza_bytes + 10);
+        c.send_raw(
+            format!(
+                "<message xmlns='jabber:client' to='alice@localhost'><body>{huge}</body></message>"
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert_eq!(c.stream_error().await, "policy-violation", "{framing:?}");
+    }
+    // a stream header in the wrong namespace (TCP)
+    let mut c = XmppClient::connect_raw(&server).await;
+    c.send_raw(b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='urn:example:wrong' to='localhost' version='1.0'>")
+        .await;
+    assert_eq!(c.stream_error().await, "invalid-namespace");
+    // BOSH refuses a body with a DTD before it reaches any session
+    let mut c = XmppClient::connect(&server, Framing::Bosh).await;
+    c.features().await;
+    c.send_raw(b"<!DOCTYPE body [<!ENTITY x 'y'>]><body xmlns='http://jabber.org/protocol/httpbind' rid='1'>&x;</body>")
+        .await;
+    assert!(c.closed().await, "BOSH terminates the request");
+}
+
+#[tokio::test]
+async fn tls_is_required_and_scram_works_over_starttls_and_direct_tls() {
+    let server = TestServer::start().await;
+    server.user("alice").await;
+
+    // without TLS only STARTTLS is offered, and SASL is refused
+    let mut c = XmppClient::connect(&server, Framing::Tcp).await;
+    let features = c.features().await;
+    let starttls = features
+        .get_child("starttls", "urn:ietf:params:xml:ns:xmpp-tls")
+        .expect("STARTTLS offered");
+    assert!(
+        starttls
+            .get_child("required", "urn:ietf:params:xml:ns:xmpp-tls")
+            .is_some()
+    );
+    assert!(
+        features
+            .get_child("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl")
+            .is_none(),
+        "no SASL before TLS"
+    );
+    c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHg=</auth>")
+        .await;
+    assert_eq!(c.stream_error().await, "policy-violation");
+
+    // STARTTLS, then SCRAM-SHA-256 with the server's signature checked
+    let mut c = XmppClient::connect(&server, Framing::Tcp).await;
+    c.features().await;
+    c.starttls(&server).await;
+    c.login_scram("alice", PASSWORD, "tls").await;
+    assert_eq!(c.jid.as_deref(), Some("alice@localhost/tls"));
+
+    // plaintext sent right after <starttls/> is discarded, not run
+    let mut c = XmppClient::connect(&server, Framing::Tcp).await;
+    c.features().await;
+    c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><iq xmlns='jabber:client' type='get' id='inject'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    c.starttls_after_proceed(&server).await;
+    let f = c.features().await;
+    assert!(
+        f.get_child("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl")
+            .is_some()
+    );
+
+    // direct TLS (XEP-0368)
+    let mut c = XmppClient::connect_direct_tls(&server).await;
+    c.login_scram("alice", PASSWORD, "direct").await;
+
+    // a wrong password fails with <not-authorized/>
+    let mut c = XmppClient::connect_direct_tls(&server).await;
+    c.features().await;
+    let creds = base64_encode("\0alice\0wrong-password");
+    c.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
+    ))
+    .await;
+    let failure = c.recv().await;
+    assert_eq!(failure.name(), "failure");
+    assert!(
+        failure
+            .get_child("not-authorized", "urn:ietf:params:xml:ns:xmpp-sasl")
+            .is_some()
+    );
+}
+
+fn base64_encode(s: &str) -> String {
+    natter_testkit::xmpp::base64(s)
+}
+
+#[tokio::test]
+async fn offline_messages_arrive_at_login_and_the_archive_pages() {
+    let server = server().await;
+    server.user("alice").await;
+    server.user("bob").await;
+    for framing in ALL {
+        let mut alice = XmppClient::online(&server, framing, "alice", PASSWORD).await;
+        let tag = format!("{framing:?}");
+        for i in 1..=3 {
+            alice
+                .send(&format!(
+                    "<message xmlns='jabber:client' type='chat' to='bob@localhost' id='{tag}-{i}'><body>{tag} offline {i}</body></message>"
+                ))
+                .await;
+        }
+        alice
+            .send(
+                "<iq xmlns='jabber:client' type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>",
+            )
+            .await;
+        alice.iq_reply("sync").await;
+
+        // bob comes online and gets the three, oldest first, with a delay
+        let mut bob = XmppClient::online(&server, framing, "bob", PASSWORD).await;
+        for i in 1..=3 {
+            let m = bob.recv_where(is_chat).await;
+            assert_eq!(body(&m), Some(format!("{tag} offline {i}")));
+            assert!(
+                m.get_child("delay", "urn:xmpp:delay").is_some(),
+                "offline messages carry a delay"
+            );
+        }
+
+        // the archive with alice, two per page
+        bob.send(&format!(
+            "<iq xmlns='jabber:client' type='set' id='q1'><query xmlns='{MAM}' queryid='f1'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{MAM}</value></field><field var='with'><value>alice@localhost</value></field></x><set xmlns='http://jabber.org/protocol/rsm'><max>2</max><before/></set></query></iq>"
+        ))
+        .await;
+        let mut results = Vec::new();
+        let fin = loop {
+            let e = bob.recv().await;
+            if let Some(r) = e.get_child("result", MAM) {
+                assert_eq!(r.attr("queryid"), Some("f1"));
+                let fwd = r.get_child("forwarded", "urn:xmpp:forward:0").unwrap();
+                let inner = fwd.get_child("message", "jabber:client").unwrap();
+                results.push((r.attr("id").unwrap().to_owned(), body(inner).unwrap()));
+            } else if e.attr("id") == Some("q1") {
+                break e;
+            }
+        };
+        assert_eq!(fin.attr("type"), Some("result"), "{fin:?}");
+        let fin = fin.get_child("fin", MAM).unwrap();
+        assert_eq!(results.len(), 2);
+        assert_eq!(
+            results[1].1,
+            format!("{tag} offline 3"),
+            "the last page ends with the newest"
+        );
+        // the page before it
+        let first = &results[0].0;
+        bob.send(&format!(
+            "<iq xmlns='jabber:client' type='set' id='q2'><query xmlns='{MAM}'><x xmlns='jabber:x:data' type='submit'><field var='with'><value>alice@localhost</value></field></x><set xmlns='http://jabber.org/protocol/rsm'><max>2</max><before>{first}</before></set></query></iq>"
+        ))
+        .await;
+        let mut older = Vec::new();
+        let fin2 = loop {
+            let e = bob.recv().await;
+            if let Some(r) = e.get_child("result", MAM) {
+                let inner = r
+                    .get_child("forwarded", "urn:xmpp:forward:0")
+                    .and_then(|f| f.get_child("message", "jabber:client"))
+                    .unwrap();
+                older.push(body(inner).unwrap());
+            } else if e.attr("id") == Some("q2") {
+                break e;
+            }
+        };
+        assert_eq!(older.last().cloned(), Some(format!("{tag} offline 1")));
+        let _ = fin;
+        assert!(fin2.get_child("fin", MAM).is_some());
+    }
+}
+
+#[tokio::test]
+async fn an_xmpp_user_and_a_json_user_share_messages_receipts_typing_and_presence() {
+    let server = server().await;
+    let carol = server.user("carol").await;
+    server.user("dave").await;
+    let conv = carol.direct("dave").await;
+    // carol follows the JSON stream
+    let mut stream = Realtime::connect(&carol, Transport::WebSocket, None).await;
+
+    let mut dave = XmppClient::online(&server, Framing::Tcp, "dave", PASSWORD).await;
+    // dave coming online reaches carol as presence
+    stream
+        .expect("dave online", |e| {
+            e["event"] == "presence"
+                && e["data"]["user"] == "dave"
+                && e["data"]["status"] == "online"
+        })
+        .await;
+
+    // carol (JSON) → dave (XMPP)
+    let sent = stream.send(&conv, "c-1", "hello dave").await;
+    let m = dave.recv_where(is_chat).await;
+    assert_eq!(body(&m).as_deref(), Some("hello dave"));
+    assert_eq!(m.attr("from"), Some("carol@localhost"));
+    assert_eq!(
+        m.get_child("stanza-id", SID).and_then(|s| s.attr("id")),
+        sent["id"].as_str()
+    );
+    // dave's client reports delivery and display: carol sees the markers
+    dave.send(&format!(
+        "<message xmlns='jabber:client' to='carol@localhost'><received xmlns='{RECEIPTS}' id='c-1'/></message>"
+    ))
+    .await;
+    stream
+        .expect("delivered", |e| {
+            e["event"] == "receipt.delivered" && e["data"]["user"] == "dave"
+        })
+        .await;
+    dave.send(&format!(
+        "<message xmlns='jabber:client' to='carol@localhost' type='chat'><displayed xmlns='{MARKERS}' id='c-1'/></message>"
+    ))
+    .await;
+    stream
+        .expect("read by dave", |e| {
+            e["event"] == "receipt.read" && e["data"]["user"] == "dave"
+        })
+        .await;
+
+    // dave types: carol sees typing; dave sends: carol gets the message
+    dave.send(
+        "<message xmlns='jabber:client' to='carol@localhost' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+    )
+    .await;
+    stream
+        .expect("typing", |e| {
+            e["event"] == "typing" && e["data"]["user"] == "dave" && e["data"]["active"] == true
+        })
+        .await;
+    dave.send("<message xmlns='jabber:client' to='carol@localhost' type='chat' id='d-1'><body>hi carol</body></message>")
+        .await;
+    let got = stream
+        .expect("dave's message", |e| {
+            e["event"] == "message.created" && e["data"]["message"]["sender"] == "dave"
+        })
+        .await;
+    assert_eq!(got["data"]["message"]["body"], "hi carol");
+    assert_eq!(got["data"]["message"]["client_id"], "d-1");
+
+    // carol reads over REST: dave gets a displayed marker for his message
+    let seq = got["data"]["message"]["seq"].as_i64().unwrap();
+    carol
+        .post(
+            &format!("/api/v1/conversations/{conv}/read"),
+            json!({"seq": seq}),
+        )
+        .await
+        .expect(200);
+    let d = dave
+        .recv_where(|e| e.get_child("displayed", MARKERS).is_some())
+        .await;
+    assert_eq!(
+        d.get_child("displayed", MARKERS).unwrap().attr("id"),
+        Some("d-1")
+    );
+    assert_eq!(d.attr("from"), Some("carol@localhost"));
+
+    // carol types over JSON: dave sees a chat state
+    stream
+        .command(json!({"type": "typing", "conversation_id": conv, "active": true}))
+        .await;
+    dave.recv_where(|e| {
+        e.get_child("composing", "http://jabber.org/protocol/chatstates")
+            .is_some()
+    })
+    .await;
+
+    // both see one history
+    let page = carol
+        .get(&format!("/api/v1/conversations/{conv}/messages"))
+        .await;
+    let bodies: Vec<String> = page.expect(200)["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(bodies, ["hello dave", "hi carol"]);
+
+    // dave goes away, then offline: carol sees both
+    dave.send("<presence xmlns='jabber:client'><show>away</show></presence>")
+        .await;
+    stream
+        .expect("dave away", |e| {
+            e["event"] == "presence" && e["data"]["user"] == "dave" && e["data"]["status"] == "away"
+        })
+        .await;
+    dave.send("<presence xmlns='jabber:client' type='unavailable'/>")
+        .await;
+    stream
+        .expect("dave offline", |e| {
+            e["event"] == "presence"
+                && e["data"]["user"] == "dave"
+                && e["data"]["status"] == "offline"
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn stream_management_resends_what_was_not_acknowledged() {
+    let server = server().await;
+    server.user("erin").await;
+    let frank = server.user("frank").await;
+    let conv = frank.direct("erin").await;
+
+    let mut erin = XmppClient::connect(&server, Framing::Tcp).await;
+    erin.login_plain("erin", PASSWORD, "phone").await;
+    erin.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let enabled = erin.recv_where(|e| e.name() == "enabled").await;
+    let previd = enabled.attr("id").expect("resumable").to_owned();
+    erin.send("<presence xmlns='jabber:client'/>").await;
+    erin.recv_where(|e| e.name() == "presence").await;
+
+    frank.say(&conv, "f-1", "one").await;
+    let m = erin.recv_where(is_chat).await;
+    assert_eq!(body(&m).as_deref(), Some("one"));
+    // the connection drops before erin acknowledges anything
+    drop(erin);
+    frank.say(&conv, "f-2", "two").await;
+
+    let mut erin = XmppClient::connect(&server, Framing::Tcp).await;
+    erin.features().await;
+    let creds = base64_encode(&format!("\0erin\0{PASSWORD}"));
+    erin.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
+    ))
+    .await;
+    assert_eq!(erin.recv().await.name(), "success");
+    erin.open().await;
+    erin.features().await;
+    erin.send(&format!(
+        "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='0'/>"
+    ))
+    .await;
+    let resumed = erin.recv().await;
+    assert_eq!(resumed.name(), "resumed", "{resumed:?}");
+    let mut bodies = Vec::new();
+    while bodies.len() < 2 {
+        let m = erin.recv_where(is_chat).await;
+        bodies.push(body(&m).unwrap());
+    }
+    assert_eq!(
+        bodies,
+        ["one", "two"],
+        "the unacknowledged message comes again, then the new one"
+    );
+    erin.send("<r xmlns='urn:xmpp:sm:3'/>").await;
+    let a = erin.recv_where(|e| e.name() == "a").await;
+    assert!(a.attr("h").is_some());
+
+    // a second resumption of the same session fails
+    let mut again = XmppClient::connect(&server, Framing::Tcp).await;
+    again.features().await;
+    again
+        .send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
+        ))
+        .await;
+    again.recv().await;
+    again.open().await;
+    again.features().await;
+    again
+        .send(&format!(
+            "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='0'/>"
+        ))
+        .await;
+    let failed = again.recv().await;
+    assert_eq!(failed.name(), "failed");
+    assert!(failed.get_child("item-not-found", STANZAS).is_some());
+}
+
+#[tokio::test]
+async fn carbons_copy_messages_sent_from_other_devices() {
+    let server = server().await;
+    let grace = server.user("grace").await;
+    server.user("heidi").await;
+    let mut desktop = XmppClient::online(&server, Framing::WebSocket, "grace", PASSWORD).await;
+    desktop
+        .send("<iq xmlns='jabber:client' type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        .await;
+    assert_eq!(desktop.iq_reply("c1").await.attr("type"), Some("result"));
+    let mut phone = XmppClient::online(&server, Framing::Tcp, "grace", PASSWORD).await;
+    phone
+        .send("<message xmlns='jabber:client' type='chat' to='heidi@localhost' id='g-1'><body>from my phone</body></message>")
+        .await;
+    let carbon = desktop
+        .recv_where(|e| e.get_child("sent", "urn:xmpp:carbons:2").is_some())
+        .await;
+    let inner = carbon
+        .get_child("sent", "urn:xmpp:carbons:2")
+        .and_then(|s| s.get_child("forwarded", "urn:xmpp:forward:0"))
+        .and_then(|f| f.get_child("message", "jabber:client"))
+        .expect("forwarded message");
+    assert_eq!(body(inner).as_deref(), Some("from my phone"));
+    assert_eq!(inner.attr("to"), Some("heidi@localhost"));
+    // and a message sent over REST is a carbon too
+    let conv = grace.direct("heidi").await;
+    grace.say(&conv, "g-2", "from the web").await;
+    let carbon = desktop
+        .recv_where(|e| e.get_child("sent", "urn:xmpp:carbons:2").is_some())
+        .await;
+    assert!(format!("{carbon:?}").contains("from the web"));
+}
+
+#[tokio::test]
+async fn roster_is_the_contact_list_with_pushes() {
+    let server = server().await;
+    let ivan = server.user("ivan").await;
+    server.user("judy").await;
+    let mut a = XmppClient::online(&server, Framing::Bosh, "ivan", PASSWORD).await;
+    a.send("<iq xmlns='jabber:client' type='set' id='r1'><query xmlns='jabber:iq:roster'><item jid='judy@localhost' name='Judy'><group>Friends</group></item></query></iq>")
+        .await;
+    let push = a
+        .recv_where(|e| e.name() == "iq" && e.attr("type") == Some("set"))
+        .await;
+    let item = push
+        .get_child("query", "jabber:iq:roster")
+        .and_then(|q| q.get_child("item", "jabber:iq:roster"))
+        .unwrap();
+    assert_eq!(item.attr("jid"), Some("judy@localhost"));
+    assert_eq!(item.attr("name"), Some("Judy"));
+    // the REST contact list is the roster
+    let contacts = ivan.get("/api/v1/contacts").await;
+    let list = contacts.expect(200).to_string();
+    assert!(list.contains("judy") && list.contains("Friends"), "{list}");
+    a.send("<iq xmlns='jabber:client' type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    let roster = a.iq_reply("r2").await;
+    assert_eq!(
+        roster
+            .get_child("query", "jabber:iq:roster")
+            .unwrap()
+            .children()
+            .count(),
+        1
+    );
+    // an unknown user cannot be added
+    a.send("<iq xmlns='jabber:client' type='set' id='r3'><query xmlns='jabber:iq:roster'><item jid='nobody@localhost'/></query></iq>")
+        .await;
+    let err = a.iq_reply("r3").await;
+    assert_eq!(err.attr("type"), Some("error"));
+    // messages to an unknown user bounce with service-unavailable
+    a.send("<message xmlns='jabber:client' type='chat' to='nobody@localhost' id='x1'><body>hello?</body></message>")
+        .await;
+    let bounce = a
+        .recv_where(|e| e.name() == "message" && e.attr("type") == Some("error"))
+        .await;
+    assert!(
+        bounce
+            .get_child("error", "jabber:client")
+            .and_then(|e| e.get_child("service-unavailable", STANZAS))
+            .is_some(),
+        "{bounce:?}"
+    );
+}
