@@ -390,8 +390,6 @@ fn presence_status(e: &Element) -> PresenceStatus {
 
 async fn presence(s: &mut Session, e: &Element, replies: &mut Replies) -> Handled {
     let kind = e.attr("type");
-    let caller = s.im.as_ref().expect("bound").caller.clone();
-    let hub = s.x.hub.clone();
     match (kind, e.attr("to")) {
         (None, None) => {
             let status = presence_status(e);
@@ -414,53 +412,14 @@ async fn presence(s: &mut Session, e: &Element, replies: &mut Replies) -> Handle
             let im = s.im.as_mut().expect("bound");
             im.live = None;
         }
-        (Some(kind @ ("subscribe" | "unsubscribe" | "probe")), Some(to)) => {
+        (
+            Some(kind @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" | "probe")),
+            Some(to),
+        ) => {
             let Target::User(peer, _) = target(s, Some(to)) else {
                 return Ok(());
             };
-            let from = bare_jid(s, &peer);
-            match kind {
-                "subscribe" => {
-                    // Natter's contacts have no approval step: a request is
-                    // granted at once.
-                    let (contact, _) = hub
-                        .put_contact(&caller, &peer, None, ContactGroups::default())
-                        .await
-                        .map_err(|e| match e {
-                            CoreError::NotFound { .. } => {
-                                StanzaError::item_not_found("no such user")
-                            }
-                            e => e.into(),
-                        })?;
-                    roster_push(
-                        s,
-                        roster_item(
-                            s,
-                            &contact.user.username,
-                            contact.name.as_deref(),
-                            &contact.groups,
-                            "both",
-                        ),
-                        replies,
-                    );
-                    replies.push(
-                        el("presence", ns::CLIENT)
-                            .a("type", "subscribed")
-                            .a("from", from.clone()),
-                    );
-                    peer_presence(s, &peer, replies).await;
-                }
-                "unsubscribe" => {
-                    hub.remove_contact(&caller, &peer).await?;
-                    roster_push(s, roster_item(s, &peer, None, &[], "remove"), replies);
-                    replies.push(
-                        el("presence", ns::CLIENT)
-                            .a("type", "unsubscribed")
-                            .a("from", from),
-                    );
-                }
-                _ => peer_presence(s, &peer, replies).await,
-            }
+            subscription(s, kind, &peer, replies).await?;
         }
         (None | Some("unavailable"), Some(to)) => {
             // Directed presence to another client on this node.
@@ -475,6 +434,151 @@ async fn presence(s: &mut Session, e: &Element, replies: &mut Replies) -> Handle
         _ => {}
     }
     Ok(())
+}
+
+/// Presence subscriptions (RFC 6121 section 3) over Natter's contacts.
+///
+/// A contact in Natter means "in my address book, and I share my presence
+/// with them"; one sees the presence of whoever has one as a contact (or
+/// shares a direct conversation). So, for the roster of alice:
+///
+/// - alice's item for bob is `from` (bob sees alice) or, when alice also
+///   sees bob, `both`;
+/// - alice's `subscribe` to bob adds bob to her contacts and asks bob;
+///   bob's `subscribed` adds alice to his contacts, after which alice sees
+///   him;
+/// - `unsubscribe` and `unsubscribed` keep the contacts (Natter has no
+///   "listed but hidden" state) and answer with the state as it is.
+async fn subscription(
+    s: &mut Session,
+    kind: &str,
+    peer: &Username,
+    replies: &mut Replies,
+) -> Handled {
+    let caller = s.im.as_ref().expect("bound").caller.clone();
+    let hub = s.x.hub.clone();
+    let me = caller.user.username.clone();
+    let peer_jid = bare_jid(s, peer);
+    let not_found = |e: CoreError| match e {
+        CoreError::NotFound { .. } => StanzaError::item_not_found("no such user"),
+        e => e.into(),
+    };
+    match kind {
+        "subscribe" | "subscribed" => {
+            let existing = hub.contacts(&caller).await?;
+            let (name, groups) = existing
+                .iter()
+                .find(|c| &c.user.username == peer)
+                .map(|c| (c.name.clone(), c.groups.clone()))
+                .unwrap_or_default();
+            let name = name
+                .as_deref()
+                .map(ContactName::parse)
+                .transpose()
+                .ok()
+                .flatten();
+            let groups = ContactGroups::parse(groups).unwrap_or_default();
+            hub.put_contact(&caller, peer, name, groups)
+                .await
+                .map_err(not_found)?;
+            push_roster_state(s, peer, replies).await;
+            if kind == "subscribe" {
+                if sees(s, peer).await {
+                    // Already visible: approved at once (RFC 6121 3.1.3).
+                    replies.push(
+                        el("presence", ns::CLIENT)
+                            .a("type", "subscribed")
+                            .a("from", peer_jid),
+                    );
+                    peer_presence(s, peer, replies).await;
+                } else {
+                    // Ask the contact's clients on this node.
+                    let me_jid = bare_jid(s, &me);
+                    for full in s.x.resources_of(&peer_jid) {
+                        s.x.route(
+                            &full,
+                            el("presence", ns::CLIENT)
+                                .a("type", "subscribe")
+                                .a("from", me_jid.clone())
+                                .a("to", full.clone()),
+                        );
+                    }
+                }
+            } else {
+                // The contact now sees us: tell its clients, with our state.
+                let me_jid = bare_jid(s, &me);
+                let available = s.im.as_ref().expect("bound").live.is_some();
+                for full in s.x.resources_of(&peer_jid) {
+                    s.x.route(
+                        &full,
+                        el("presence", ns::CLIENT)
+                            .a("type", "subscribed")
+                            .a("from", me_jid.clone())
+                            .a("to", full.clone()),
+                    );
+                    let item = roster_item(s, &me, None, &[], "both");
+                    s.x.route(
+                        &full,
+                        el("iq", ns::CLIENT)
+                            .a("type", "set")
+                            .a("id", format!("push-{}", crate::routing::short_id()))
+                            .a("to", full.clone())
+                            .c(el("query", ns::ROSTER).c(item)),
+                    );
+                    if available {
+                        s.x.route(
+                            &full,
+                            el("presence", ns::CLIENT)
+                                .a("from", s.im.as_ref().expect("bound").full.clone())
+                                .a("to", full.clone()),
+                        );
+                    }
+                }
+            }
+        }
+        "unsubscribe" | "unsubscribed" => {
+            push_roster_state(s, peer, replies).await;
+            if kind == "unsubscribe" && !sees(s, peer).await {
+                replies.push(
+                    el("presence", ns::CLIENT)
+                        .a("type", "unsubscribed")
+                        .a("from", peer_jid),
+                );
+            }
+        }
+        _ => peer_presence(s, peer, replies).await,
+    }
+    Ok(())
+}
+
+/// Whether the caller sees `peer`'s presence.
+async fn sees(s: &Session, peer: &Username) -> bool {
+    let caller = &s.im.as_ref().expect("bound").caller;
+    s.x.hub
+        .presence_snapshot(caller)
+        .await
+        .map(|items| {
+            items
+                .iter()
+                .any(|i| matches!(i, Item::Presence { user, .. } if user == peer))
+        })
+        .unwrap_or(false)
+}
+
+/// Pushes the caller's roster item for `peer` as it now stands.
+async fn push_roster_state(s: &Session, peer: &Username, replies: &mut Replies) {
+    let caller = s.im.as_ref().expect("bound").caller.clone();
+    let Ok(contacts) = s.x.hub.contacts(&caller).await else {
+        return;
+    };
+    let item = match contacts.iter().find(|c| &c.user.username == peer) {
+        Some(c) => {
+            let state = if sees(s, peer).await { "both" } else { "from" };
+            roster_item(s, peer, c.name.as_deref(), &c.groups, state)
+        }
+        None => roster_item(s, peer, None, &[], "remove"),
+    };
+    roster_push(s, item, replies);
 }
 
 fn own_presence(e: &Element, from: &str, to: &str) -> Element {
@@ -692,14 +796,28 @@ async fn iq(s: &mut Session, e: &Element, replies: &mut Replies) -> Handled {
     match (kind, payload.name(), payload.ns().as_str()) {
         ("get", "query", ns::ROSTER) if on_account => {
             let contacts = hub.contacts(&caller).await?;
+            let visible: HashSet<Username> = hub
+                .presence_snapshot(&caller)
+                .await?
+                .into_iter()
+                .filter_map(|i| match i {
+                    Item::Presence { user, .. } => Some(user),
+                    _ => None,
+                })
+                .collect();
             let mut q = el("query", ns::ROSTER);
             for c in contacts {
+                let state = if visible.contains(&c.user.username) {
+                    "both"
+                } else {
+                    "from"
+                };
                 q = q.c(roster_item(
                     s,
                     &c.user.username,
                     c.name.as_deref(),
                     &c.groups,
-                    "both",
+                    state,
                 ));
             }
             replies.push(result(e).c(q));
@@ -748,17 +866,7 @@ async fn iq(s: &mut Session, e: &Element, replies: &mut Replies) -> Handled {
                         e => e.into(),
                     })?;
                 replies.push(result(e));
-                roster_push(
-                    s,
-                    roster_item(
-                        s,
-                        &contact.user.username,
-                        contact.name.as_deref(),
-                        &contact.groups,
-                        "both",
-                    ),
-                    replies,
-                );
+                push_roster_state(s, &contact.user.username, replies).await;
             }
         }
         ("get", "query", ns::DISCO_INFO) => {
@@ -809,7 +917,8 @@ async fn iq(s: &mut Session, e: &Element, replies: &mut Replies) -> Handled {
         }
         ("get", "vCard", ns::VCARD) => {
             let user = match &dest {
-                Target::Server | Target::Own(None) => caller.user.clone(),
+                // Read afresh: the name may have changed since log-in.
+                Target::Server | Target::Own(None) => hub.user(&caller.user.username).await?,
                 Target::User(peer, None) => hub
                     .user(peer)
                     .await

@@ -97,6 +97,10 @@ pub(crate) struct Shared {
     pub resources: Mutex<HashMap<String, routing::Resource>>,
     /// Stream-management sessions waiting to be resumed, by resumption id.
     pub parked: Mutex<HashMap<String, session::Session>>,
+    /// Resumable sessions still attached to a connection, by resumption
+    /// id: a client that reconnects before the server noticed the old
+    /// connection die asks that one to hand its session over.
+    pub attached: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     /// BOSH sessions, by sid.
     pub bosh: Mutex<HashMap<String, bosh::Handle>>,
     /// Unauthenticated connections per IP.
@@ -118,6 +122,7 @@ impl Xmpp {
                 tls: tls.map(tokio_rustls::TlsAcceptor::from),
                 resources: Mutex::default(),
                 parked: Mutex::default(),
+                attached: Mutex::default(),
                 bosh: Mutex::default(),
                 unauthenticated: Mutex::default(),
                 shutdown,

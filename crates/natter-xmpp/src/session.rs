@@ -64,6 +64,8 @@ pub enum Push {
     Routed(Element),
     /// Time to ask the client for an acknowledgement.
     AckDue,
+    /// A new connection resumes this session: end this one.
+    TakenOver,
 }
 
 /// XEP-0198 state.
@@ -99,6 +101,10 @@ pub struct Session {
     unauth: Option<UnauthSlot>,
     /// Set when the session ends by the client's wish (no resumption).
     pub(crate) closed_cleanly: bool,
+    /// Signalled when another connection resumes this session.
+    takeover: Option<Arc<tokio::sync::Notify>>,
+    /// The connection ends because the session moves to another one.
+    handover: bool,
     sasl_failures: u32,
 }
 
@@ -124,6 +130,8 @@ impl Session {
             sm: None,
             unauth: Some(unauth),
             closed_cleanly: false,
+            takeover: None,
+            handover: false,
             sasl_failures: 0,
         })
     }
@@ -250,7 +258,7 @@ impl Session {
                 }
                 self.sasl(&e, out).await;
             }
-            (_, ns::SM) => self.sm(e, out),
+            (_, ns::SM) => self.sm(e, out).await,
             ("active", ns::CSI) | ("inactive", ns::CSI) => {
                 if let Some(im) = &mut self.im {
                     im.inactive = name == "inactive";
@@ -391,7 +399,7 @@ impl Session {
         out.push(Out::Element(reply));
     }
 
-    fn sm(&mut self, e: Element, out: &mut Vec<Out>) {
+    async fn sm(&mut self, e: Element, out: &mut Vec<Out>) {
         match e.name() {
             "enable" => {
                 if self.im.is_none() || self.sm.is_some() {
@@ -408,6 +416,9 @@ impl Session {
                         .a("id", id.clone())
                         .a("resume", "true")
                         .a("max", self.x.config.resume_timeout.as_secs().to_string());
+                }
+                if let Some(id) = &id {
+                    self.attach(id.clone());
                 }
                 self.sm = Some(Sm {
                     id,
@@ -435,7 +446,7 @@ impl Session {
                     out.push(Out::Close(Some(e)));
                 }
             }
-            "resume" => self.resume(&e, out),
+            "resume" => self.resume(&e, out).await,
             _ => out.push(Out::Close(Some(StreamError::unsupported_stanza_type(
                 "unknown stream management element",
             )))),
@@ -472,7 +483,50 @@ impl Session {
         Ok(())
     }
 
-    fn resume(&mut self, e: &Element, out: &mut Vec<Out>) {
+    /// Registers this session as resumable while its connection lives.
+    fn attach(&mut self, id: String) {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        self.x
+            .attached
+            .lock()
+            .expect("attached sessions")
+            .insert(id, notify.clone());
+        self.takeover = Some(notify);
+    }
+
+    /// The parked session `id`; if its connection is still attached, asks
+    /// it to hand the session over and waits for that (XEP-0198 section 5:
+    /// the old stream ends with `<conflict/>`).
+    async fn take_parked(&self, id: &str) -> Option<Session> {
+        let user = self.caller.as_ref()?.user.id;
+        let take = || {
+            let mut parked = self.x.parked.lock().expect("parked sessions");
+            match parked.get(id) {
+                Some(p) if p.caller.as_ref().map(|c| c.user.id) == Some(user) => parked.remove(id),
+                _ => None,
+            }
+        };
+        if let Some(s) = take() {
+            return Some(s);
+        }
+        let attached = self
+            .x
+            .attached
+            .lock()
+            .expect("attached sessions")
+            .get(id)
+            .cloned()?;
+        attached.notify_one();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(s) = take() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    async fn resume(&mut self, e: &Element, out: &mut Vec<Out>) {
         let failed = |out: &mut Vec<Out>, cond: &str| {
             out.push(Out::Element(
                 el("failed", ns::SM).c(el(cond, ns::STANZAS_ERR)),
@@ -489,16 +543,8 @@ impl Session {
             failed(out, "bad-request");
             return;
         };
-        let parked = {
-            let mut parked = self.x.parked.lock().expect("parked sessions");
-            match parked.get(previd) {
-                Some(p) if p.caller.as_ref().map(|c| c.user.id) == Some(caller.user.id) => {
-                    parked.remove(previd)
-                }
-                _ => None,
-            }
-        };
-        let Some(mut old) = parked else {
+        let _ = caller;
+        let Some(mut old) = self.take_parked(previd).await else {
             failed(out, "item-not-found");
             return;
         };
@@ -508,7 +554,9 @@ impl Session {
         old.ip = self.ip;
         old.stream_id = self.stream_id.clone();
         old.closed_cleanly = false;
+        old.handover = false;
         let _ = std::mem::replace(self, old);
+        self.attach(previd.to_owned());
         if let Err(e) = self.acknowledged(h) {
             out.push(Out::Close(Some(e)));
             return;
@@ -566,8 +614,15 @@ impl Session {
     /// Waits for the next thing to send the client; cancel-safe.
     pub async fn next_push(&mut self) -> Push {
         let ack_due = self.sm.as_ref().and_then(|s| s.request_at);
+        let takeover = self.takeover.clone();
         let Some(im) = &mut self.im else {
             return std::future::pending().await;
+        };
+        let taken = async {
+            match takeover {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
         };
         let ack = async {
             match ack_due {
@@ -584,6 +639,7 @@ impl Session {
             } => Push::Item(item),
             Some(stanza) = im.routed.recv() => Push::Routed(stanza),
             _ = ack => Push::AckDue,
+            _ = taken => Push::TakenOver,
         }
     }
 
@@ -598,6 +654,12 @@ impl Session {
                 }
             }
             Push::Routed(stanza) => self.send(stanza, None, out),
+            Push::TakenOver => {
+                self.handover = true;
+                out.push(Out::Close(Some(StreamError::conflict(
+                    "this session was resumed on another connection",
+                ))));
+            }
             Push::Item(Ok(item)) => {
                 let mut stanzas = Vec::new();
                 match crate::im::live(self, &item, &mut stanzas).await {
@@ -616,7 +678,7 @@ impl Session {
     /// The connection is gone. A session with resumable stream management
     /// waits to be resumed; any other ends here.
     pub fn detach(mut self) {
-        let resumable = !self.closed_cleanly
+        let resumable = (self.handover || !self.closed_cleanly)
             && self.im.is_some()
             && self.sm.as_ref().is_some_and(|s| s.id.is_some());
         if !resumable {
@@ -630,6 +692,8 @@ impl Session {
         let x = self.x.clone();
         let timeout = x.config.resume_timeout;
         self.scram = None;
+        self.takeover = None;
+        x.attached.lock().expect("attached sessions").remove(&id);
         x.parked
             .lock()
             .expect("parked sessions")
@@ -652,6 +716,15 @@ impl Drop for Session {
     fn drop(&mut self) {
         if let Some(im) = &self.im {
             self.x.unbind(&im.full);
+        }
+        if self.takeover.is_some()
+            && let Some(id) = self.sm.as_ref().and_then(|s| s.id.as_ref())
+        {
+            self.x
+                .attached
+                .lock()
+                .expect("attached sessions")
+                .remove(id);
         }
     }
 }

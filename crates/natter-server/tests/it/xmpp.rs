@@ -548,7 +548,8 @@ async fn stream_management_resends_what_was_not_acknowledged() {
     let a = erin.recv_where(|e| e.name() == "a").await;
     assert!(a.attr("h").is_some());
 
-    // a second resumption of the same session fails
+    // resuming again while this connection still looks alive moves the
+    // session to the new connection, and the old one ends with <conflict/>
     let mut again = XmppClient::connect(&server, Framing::Tcp).await;
     again.features().await;
     again
@@ -561,10 +562,35 @@ async fn stream_management_resends_what_was_not_acknowledged() {
     again.features().await;
     again
         .send(&format!(
-            "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='0'/>"
+            "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='2'/>"
         ))
         .await;
-    let failed = again.recv().await;
+    let resumed = again.recv().await;
+    assert_eq!(resumed.name(), "resumed", "{resumed:?}");
+    assert_eq!(erin.stream_error().await, "conflict");
+    frank.say(&conv, "f-3", "three").await;
+    // h=2 acknowledged the own presence and "one": "two" comes again
+    let mut bodies = Vec::new();
+    while bodies.last().map(String::as_str) != Some("three") {
+        bodies.push(body(&again.recv_where(is_chat).await).unwrap());
+    }
+    assert_eq!(bodies, ["two", "three"]);
+
+    // an unknown session cannot be resumed
+    let mut stranger = XmppClient::connect(&server, Framing::Tcp).await;
+    stranger.features().await;
+    stranger
+        .send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
+        ))
+        .await;
+    stranger.recv().await;
+    stranger.open().await;
+    stranger.features().await;
+    stranger
+        .send("<resume xmlns='urn:xmpp:sm:3' previd='no-such-session' h='0'/>")
+        .await;
+    let failed = stranger.recv().await;
     assert_eq!(failed.name(), "failed");
     assert!(failed.get_child("item-not-found", STANZAS).is_some());
 }
