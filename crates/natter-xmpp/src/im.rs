@@ -393,6 +393,10 @@ async fn presence(s: &mut Session, e: &Element, replies: &mut Replies) -> Handle
     match (kind, e.attr("to")) {
         (None, None) => {
             let status = presence_status(e);
+            s.x.presence_extras.lock().expect("presence extras").insert(
+                s.im.as_ref().expect("bound").caller.user.username.clone(),
+                presence_extras(e),
+            );
             let full = s.im.as_ref().expect("bound").full.clone();
             // RFC 6121 4.2.2: the user's own resources see the presence
             // too, this one first, so a client knows it is available
@@ -610,9 +614,31 @@ fn presence_of(s: &Session, user: &Username, status: PresenceStatus) -> Element 
     match status {
         PresenceStatus::Online => {}
         PresenceStatus::Away => p = p.c(el("show", ns::CLIENT).t("away")),
-        PresenceStatus::Offline => p = p.a("type", "unavailable"),
+        PresenceStatus::Offline => return p.a("type", "unavailable"),
+    }
+    // What the user's XMPP client said beyond online/away: its status
+    // text and XEP-0115 capabilities, passed through.
+    if let Some(extras) =
+        s.x.presence_extras
+            .lock()
+            .expect("presence extras")
+            .get(user)
+    {
+        for e in extras {
+            p = p.c(e.clone());
+        }
     }
     p
+}
+
+/// The parts of an available presence passed on to contacts: status text
+/// and entity capabilities (XEP-0115). `show` is the core's status.
+fn presence_extras(e: &Element) -> Vec<Element> {
+    e.children()
+        .filter(|c| c.is("status", ns::CLIENT) || c.is("c", ns::CAPS))
+        .take(4)
+        .cloned()
+        .collect()
 }
 
 /// Initial presence: the resource starts receiving messages, learns its

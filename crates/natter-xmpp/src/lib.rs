@@ -101,6 +101,9 @@ pub(crate) struct Shared {
     /// id: a client that reconnects before the server noticed the old
     /// connection die asks that one to hand its session over.
     pub attached: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// The status text and capabilities of each user's last available
+    /// presence sent over XMPP on this node (see `im::presence_extras`).
+    pub presence_extras: Mutex<HashMap<natter_types::Username, Vec<minidom::Element>>>,
     /// BOSH sessions, by sid.
     pub bosh: Mutex<HashMap<String, bosh::Handle>>,
     /// Unauthenticated connections per IP.
@@ -123,6 +126,7 @@ impl Xmpp {
                 resources: Mutex::default(),
                 parked: Mutex::default(),
                 attached: Mutex::default(),
+                presence_extras: Mutex::default(),
                 bosh: Mutex::default(),
                 unauthenticated: Mutex::default(),
                 shutdown,
