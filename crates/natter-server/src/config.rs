@@ -109,6 +109,9 @@ pub struct XmppSettings {
     pub max_unauthenticated_per_ip: usize,
     /// Seconds a stream-management session waits to be resumed.
     pub resume_timeout_secs: u64,
+    /// Stanzas one session may send per second (also the burst); faster
+    /// clients are slowed down, not disconnected.
+    pub stanzas_per_second: u32,
 }
 
 impl Default for XmppSettings {
@@ -126,6 +129,7 @@ impl Default for XmppSettings {
             auth_timeout_secs: x.auth_timeout.as_secs(),
             max_unauthenticated_per_ip: x.max_unauthenticated_per_ip,
             resume_timeout_secs: x.resume_timeout.as_secs(),
+            stanzas_per_second: x.stanzas_per_second,
         }
     }
 }
@@ -309,6 +313,7 @@ impl Config {
             auth_timeout: Duration::from_secs(self.xmpp.auth_timeout_secs),
             max_unauthenticated_per_ip: self.xmpp.max_unauthenticated_per_ip,
             resume_timeout: Duration::from_secs(self.xmpp.resume_timeout_secs),
+            stanzas_per_second: self.xmpp.stanzas_per_second.max(1),
             ..natter_xmpp::XmppConfig::default()
         }
     }

@@ -65,6 +65,10 @@ pub struct XmppConfig {
     pub resume_timeout: Duration,
     /// How long a BOSH session may go without a request.
     pub bosh_inactivity: Duration,
+    /// Stanzas a session may send per second (and in a burst); faster
+    /// senders are slowed down, not disconnected: the session reads its
+    /// next stanza only when the budget allows (traffic shaping).
+    pub stanzas_per_second: u32,
 }
 
 impl Default for XmppConfig {
@@ -78,6 +82,7 @@ impl Default for XmppConfig {
             max_unauthenticated_per_ip: 20,
             resume_timeout: Duration::from_secs(300),
             bosh_inactivity: Duration::from_secs(60),
+            stanzas_per_second: 100,
         }
     }
 }

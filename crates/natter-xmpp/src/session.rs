@@ -106,6 +106,7 @@ pub struct Session {
     /// The connection ends because the session moves to another one.
     handover: bool,
     sasl_failures: u32,
+    limiter: governor::DefaultDirectRateLimiter,
 }
 
 impl Session {
@@ -119,7 +120,6 @@ impl Session {
     ) -> Option<Self> {
         let unauth = x.unauth_slot(ip)?;
         Some(Self {
-            x,
             transport,
             secure,
             ip,
@@ -133,6 +133,11 @@ impl Session {
             takeover: None,
             handover: false,
             sasl_failures: 0,
+            limiter: governor::RateLimiter::direct(governor::Quota::per_second(
+                std::num::NonZeroU32::new(x.config.stanzas_per_second.max(1))
+                    .expect("at least one"),
+            )),
+            x,
         })
     }
 
@@ -265,6 +270,7 @@ impl Session {
                 }
             }
             ("message" | "presence" | "iq", ns::CLIENT) => {
+                self.limiter.until_ready().await;
                 self.stanza(e, out).await;
                 if let Some(sm) = &mut self.sm {
                     sm.inbound = sm.inbound.wrapping_add(1);
