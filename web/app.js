@@ -240,7 +240,10 @@ function renderConnection() {
 
 function wireClient() {
   const c = S.client;
-  c.on('state', () => renderConnection());
+  c.on('state', () => {
+    renderConnection();
+    if (S.active) renderChatHead();
+  });
   c.on('connected', async () => {
     renderConnection();
     // the first connection (or one after the stream had to start over)
@@ -288,7 +291,11 @@ function wireClient() {
     renderList();
     if (S.active) renderChatHead();
   });
-  c.on('conversation.created', () => loadList());
+  c.on('conversation.created', ({ kind }) => {
+    loadList();
+    // a new direct peer's presence is not announced until it changes
+    if (kind === 'direct') c.refreshPresence().catch(() => {});
+  });
   c.on('member.added', ({ conversation_id: id, user, display_name }) => {
     S.names.set(user, display_name || user);
     if (user === S.me.username || !S.convs.has(id)) loadList();
@@ -654,6 +661,7 @@ function renderChatHead() {
   let sub = '';
   const typers = typingUsers(c.id);
   if (typers.length) sub = typingText(c, typers);
+  else if (S.client.state !== 'connected') sub = 'connecting…';
   else if (peer) {
     const p = S.presence.get(peer);
     if (p?.status === 'online') sub = 'online';
@@ -666,7 +674,7 @@ function renderChatHead() {
     const online = members.filter((m) => m.username !== S.me.username && presenceOf(m.username) === 'online').length;
     sub = `${c.member_count} members${online ? `, ${online} online` : ''}`;
   }
-  UI.head.replaceChildren(
+  UI.head.replaceChildren(...[
     h('button', { type: 'button', class: 'icon-btn back', 'aria-label': 'Back to conversations', onclick: closeConversation }, icon('back')),
     avatar(title, { key: peer || c.id, presence: peer ? presenceOf(peer) : null, group: c.kind === 'group' }),
     h('div', { class: 'chat-title' },
@@ -675,7 +683,7 @@ function renderChatHead() {
     c.kind === 'group'
       ? h('button', { type: 'button', class: 'icon-btn', 'aria-label': 'Group members and settings', title: 'Members', onclick: () => openMembers(c.id) }, icon('info'))
       : null,
-  );
+  ].filter(Boolean));
 }
 
 function typingUsers(id) {
@@ -1034,6 +1042,7 @@ function openNewChat() {
       try {
         const c = await S.client.directWith(u.username);
         d.close();
+        S.client.refreshPresence().catch(() => {});
         await loadList();
         openConversation(c.id);
       } catch (e) {

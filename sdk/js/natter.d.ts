@@ -208,6 +208,7 @@ export declare class NatterClient {
   editMessage(id: string, seq: number, body: string): Promise<Message>;
   deleteMessage(id: string, seq: number): Promise<Message>;
   markRead(id: string, seq: number): Promise<number>;
+  refreshPresence(): Promise<Array<{ user: string; status: PresenceStatus; last_seen_at?: string | null }>>;
   typing(id: string, active?: boolean): Promise<void>;
   setPresence(status: PresenceStatus): Promise<void>;
   command<T = unknown>(frame: Record<string, unknown>): Promise<T>;

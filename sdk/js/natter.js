@@ -375,6 +375,16 @@ export class NatterClient {
     const r = await this.command({ type: 'read', conversation_id: id, seq });
     return r.read_seq;
   }
+  /**
+   * Fetches the presence of everyone whose presence the user sees and
+   * delivers it as `presence` events (the stream sends it only when it
+   * opens and on changes: call this after starting a direct conversation).
+   */
+  async refreshPresence() {
+    const r = await this.request('GET', '/presence');
+    for (const frame of r.events) this._dispatch(frame);
+    return r.events.map((f) => f.data);
+  }
   /** Tells the members whether the user is typing. */
   async typing(id, active = true) {
     await this.command({ type: 'typing', conversation_id: id, active });
@@ -782,12 +792,15 @@ export class NatterClient {
         } else if (code === CloseCode.TOO_BIG) {
           finish({ fatal: new NatterError('protocol', reason || 'a frame was too large') });
         } else {
+          // closed before hello (a server that is up answers auth at
+          // once), or dropped abnormally soon after: the path is hostile
+          // to WebSocket
           const stable = hello && Date.now() - started >= this.options.stableAfterMs;
-          const clean = code !== 1006;
+          const healthy = hello ? stable || code !== 1006 : false;
           finish({
             reason: `the connection closed (${code}${reason ? `: ${reason}` : ''})`,
             connected: !!hello,
-            verdict: clean || stable ? 'healthy' : 'failed',
+            verdict: healthy ? 'healthy' : 'failed',
           });
         }
       };

@@ -121,6 +121,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(conversations::edit, conversations::delete))
         .routes(routes!(conversations::mark_read))
         .routes(routes!(realtime::poll, realtime::command))
+        .routes(routes!(realtime::presence))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .split_for_parts()
