@@ -967,10 +967,12 @@ async function confirmDelete(m) {
 
 // ----- dialogs -------------------------------------------------------------
 
+let dialogs = 0;
 function dialog(title, ...content) {
-  const d = h('dialog', { class: 'dialog', 'aria-labelledby': 'dialog-title' },
+  const titleId = `dialog-title-${++dialogs}`;
+  const d = h('dialog', { class: 'dialog', 'aria-labelledby': titleId },
     h('header', { class: 'dialog-head' },
-      h('h2', { id: 'dialog-title' }, title),
+      h('h2', { id: titleId }, title),
       h('button', { type: 'button', class: 'icon-btn', 'aria-label': 'Close', onclick: () => d.close() }, icon('close'))),
     ...content);
   d.addEventListener('close', () => setTimeout(() => d.remove(), 0));

@@ -173,6 +173,11 @@ export class NatterClient {
     return off;
   }
 
+  /** Retries waiting sends now (the connection is back). */
+  _wakeOutgoing() {
+    for (const out of this._outgoing.values()) out._wake?.();
+  }
+
   _emit(name, data, frame) {
     for (const key of [name, '*']) {
       const set = this._listeners.get(key);
@@ -753,6 +758,7 @@ export class NatterClient {
             if (!this.cursor) this.cursor = frame.cursor;
             this.transport = 'websocket';
             this._setState('connected');
+            this._wakeOutgoing();
             this._emit('connected', { transport: 'websocket', cursor: this.cursor, resumed, user: frame.user });
             // app-level pings find a dead connection that TCP has not noticed
             pingTimer = setInterval(() => {
@@ -854,6 +860,7 @@ export class NatterClient {
         announced = true;
         this.transport = 'long-poll';
         this._setState('connected');
+        this._wakeOutgoing();
         this._emit('connected', { transport: 'long-poll', cursor: this.cursor, resumed });
       }
       for (const frame of poll.events) this._dispatch(frame);
@@ -885,6 +892,7 @@ export class Outgoing {
     this.error = null;
     this.attempts = 0;
     this.createdAt = new Date();
+    this._wake = null;
     this._settle = null;
     this.done = new Promise((resolve, reject) => {
       this._settle = { resolve, reject };
@@ -920,7 +928,11 @@ export class Outgoing {
           this._fail(e);
           return;
         }
-        await sleep(wait);
+        // the wait ends early when the stream reconnects: the network is back
+        const wake = new AbortController();
+        this._wake = () => wake.abort();
+        await sleep(wait, wake.signal);
+        this._wake = null;
       }
     }
   }

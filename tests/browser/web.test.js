@@ -270,9 +270,19 @@ test('the network drops and comes back: the UI says so, and missed messages arri
   assert.deepEqual(texts, ['before the tunnel', 'missed one', 'missed two', 'missed three']);
   await b.page.locator('#connection-status.visible').waitFor({ state: 'detached', ...WAIT }).catch(() => {});
   assert.equal(await b.page.locator('#connection-status').textContent(), '');
-  // and it sends again
-  await send(b, 'out of the tunnel');
-  await msg(a, 'out of the tunnel').waitFor(WAIT);
+  // a message written offline waits as "sending", and goes when the network is back
+  b.offline.on = true;
+  await b.context.setOffline(true);
+  await b.page.locator('#connection-status', { hasText: 'Reconnecting' }).waitFor(WAIT);
+  await send(b, 'written in the tunnel');
+  await msg(b, 'written in the tunnel', '.own[data-state="pending"]').waitFor(WAIT);
+  assert.equal(await msg(b, 'written in the tunnel').getByRole('img', { name: 'Sending' }).count(), 1);
+  await b.page.waitForTimeout(1500);
+  await b.context.setOffline(false);
+  await msg(a, 'written in the tunnel', '.other').waitFor(WAIT);
+  await msg(b, 'written in the tunnel', '.own[data-state="read"]').waitFor(WAIT);
+  b.offline.on = false;
+  assert.equal(await a.page.locator('.msg', { hasText: 'written in the tunnel' }).count(), 1);
   await clean(a);
 });
 
