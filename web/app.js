@@ -379,12 +379,15 @@ async function logOut() {
   const c = S.client;
   teardown();
   clearSession();
-  renderAuth('login');
+  app.setAttribute('aria-busy', 'true');
   try {
+    // end the session on the server before showing the sign-in page, so
+    // that a reload right after cannot cut the request off
     await c.logOut();
   } catch {
     // the token is forgotten locally either way
   }
+  renderAuth('login');
 }
 
 // ----- conversations -------------------------------------------------------

@@ -182,7 +182,7 @@ export declare class NatterClient {
   on(name: '*', fn: (name: string, data: unknown, frame?: EventFrame) => void): () => void;
   once<K extends keyof EventMap>(name: K, fn: (data: EventMap[K], frame?: EventFrame) => void): () => void;
 
-  request<T = unknown>(method: string, path: string, body?: unknown, opts?: { timeoutMs?: number; auth?: boolean; signal?: AbortSignal; raw?: boolean }): Promise<T>;
+  request<T = unknown>(method: string, path: string, body?: unknown, opts?: { timeoutMs?: number; auth?: boolean; signal?: AbortSignal; raw?: boolean; reportFatal?: boolean }): Promise<T>;
 
   signUp(a: { username: string; password: string; displayName?: string }): Promise<User>;
   logIn(username: string, password: string): Promise<LogInResponse>;

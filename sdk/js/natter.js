@@ -54,7 +54,7 @@ export class NatterError extends Error {
 
   /** Whether the session is gone and the user must log in again. */
   get unauthenticated() {
-    return this.status === 401 || this.code === 'unauthenticated' || this.code === 'session_revoked';
+    return this.code === 'unauthenticated' || this.code === 'session_revoked';
   }
 }
 
@@ -207,7 +207,7 @@ export class NatterClient {
    * One REST call: `path` below `/api/v1`, `body` sent as JSON. Resolves to
    * the parsed answer (`null` for 204); rejects with a `NatterError`.
    */
-  async request(method, path, body, { timeoutMs, auth = true, signal, raw = false } = {}) {
+  async request(method, path, body, { timeoutMs, auth = true, signal, raw = false, reportFatal = true } = {}) {
     if (!this._fetch) throw new NatterError('config', 'no fetch implementation: pass options.fetch');
     const headers = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
@@ -251,7 +251,9 @@ export class NatterClient {
         field: err?.field,
         retryAfterMs: Number.isFinite(ra) && ra > 0 ? ra * 1000 : undefined,
       });
-      if (resp.status === 401 && auth) this._emit('fatal', e);
+      // the token is no longer valid (a wrong password given to, say,
+      // a password change is `invalid_credentials` and ends nothing)
+      if (resp.status === 401 && auth && reportFatal && this.token && e.code === 'unauthenticated') this._emit('fatal', e);
       throw e;
     }
     return raw ? { status: resp.status, data } : data;
@@ -848,6 +850,8 @@ export class NatterClient {
         poll = await this.request('GET', `/events?${qs}`, undefined, {
           timeoutMs: wait * 1000 + o.requestTimeoutMs,
           signal: run.pollAbort.signal,
+          // the stream's loop reports it, once
+          reportFatal: false,
         });
       } catch (e) {
         return fail(e);

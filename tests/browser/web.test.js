@@ -33,6 +33,8 @@ async function person(display, opts = {}) {
   const username = uniqueName(display.toLowerCase());
   const { page } = p;
   await page.goto('/');
+  await page.getByRole('heading', { name: 'Welcome back' }).waitFor(WAIT);
+  if (opts.screenshot) await screenshot(page, 'sign-in');
   await page.getByRole('button', { name: 'Create an account' }).click();
   await page.getByLabel('Username').fill(username);
   await page.getByLabel(/Display name/).fill(display);
@@ -79,7 +81,7 @@ function msg(p, text, extra = '') {
 }
 
 test('two people find each other, chat, and see typing, delivered and read', async () => {
-  const alice = await person('Alice');
+  const alice = await person('Alice', { screenshot: true });
   const bob = await person('Bob');
   await startChat(alice, bob);
   await send(alice, 'Hi Bob! How was the trip?');
@@ -163,6 +165,12 @@ test('two people find each other, chat, and see typing, delivered and read', asy
   await phone.page.getByRole('button', { name: 'Back to conversations' }).click();
   await phone.page.locator('.sidebar').waitFor({ state: 'visible', ...WAIT });
   await clean(phone);
+
+  // bob goes away on both devices: alice sees when he was last there
+  await phone.context.close();
+  await bob.context.close();
+  await alice.page.locator('#chat-sub', { hasText: /last seen/ }).waitFor(WAIT);
+  await alice.page.locator('.conv', { hasText: 'Bob' }).locator('.dot.offline').waitFor(WAIT);
 });
 
 test('a group of three: create, chat, manage members', async () => {
@@ -244,6 +252,15 @@ test('a reload keeps the session and the history', async () => {
   await a.page.locator('.conv-start').waitFor(WAIT);
   assert.equal(await a.page.locator('.msg').count(), 75);
   await clean(a);
+
+  // logging out ends the session on the server and in the browser
+  const token = await a.page.evaluate(() => JSON.parse(localStorage.getItem('natter.session')).token);
+  await a.page.getByRole('button', { name: 'Log out' }).click();
+  await a.page.getByRole('heading', { name: 'Welcome back' }).waitFor(WAIT);
+  await a.page.reload();
+  await a.page.getByRole('heading', { name: 'Welcome back' }).waitFor(WAIT);
+  const status = await a.page.evaluate(async (t) => (await fetch('/api/v1/me', { headers: { authorization: `Bearer ${t}` } })).status, token);
+  assert.equal(status, 401);
 });
 
 test('the network drops and comes back: the UI says so, and missed messages arrive', async () => {

@@ -248,4 +248,22 @@ test('an invalid session ends the stream with a fatal event instead of retrying'
   const e2 = await ended;
   assert.ok(e2.unauthenticated, `${e2.code}`);
   assert.equal(alice.state, 'closed');
+  // over long-polling too, reported once
+  const bob = await user('bob', server.url, { transport: 'long-poll', pollTimeoutS: 1 });
+  const fatals = collect(bob, 'fatal');
+  bob.connect();
+  await until(() => bob.state === 'connected', 10_000, 'bob connected');
+  await new NatterClient({ server: server.url, token: bob.token }).request('DELETE', '/sessions/current');
+  await until(() => bob.state === 'closed', 10_000, 'bob closed');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(fatals.length, 1);
+  assert.equal(fatals[0].code, 'unauthenticated');
+  // a wrong password is not a lost session
+  const carol = await user('carol');
+  const carolFatal = collect(carol, 'fatal');
+  await assert.rejects(
+    carol.request('PUT', '/me/password', { current_password: 'wrong password', new_password: 'another good one' }),
+    (e) => e instanceof NatterError && !e.unauthenticated,
+  );
+  assert.equal(carolFatal.length, 0);
 });
