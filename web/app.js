@@ -71,8 +71,9 @@ function peerOf(c) {
   return c?.kind === 'direct' ? c.peer?.username : null;
 }
 
+/** `online`, `away`, `offline`, or null when the server does not share it with us. */
 function presenceOf(username) {
-  return S.presence.get(username)?.status || 'offline';
+  return S.presence.get(username)?.status || null;
 }
 
 // ----- session -------------------------------------------------------------
@@ -530,6 +531,8 @@ function renderList() {
   }
   reconcile(UI.list, nodes);
   UI.listEmpty.hidden = !(S.loadedList && S.convs.size === 0);
+  const total = [...S.convs.values()].reduce((n, c) => n + (c.id === S.active ? 0 : c.unread), 0);
+  document.title = total ? `(${total > 99 ? '99+' : total}) Natter` : 'Natter';
 }
 
 // ----- the chat view --------------------------------------------------------

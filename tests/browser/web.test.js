@@ -92,6 +92,7 @@ test('two people find each other, chat, and see typing, delivered and read', asy
   await item.locator('.badge', { hasText: '1' }).waitFor(WAIT);
   await item.locator('.conv-preview', { hasText: 'Hi Bob! How was the trip?' }).waitFor(WAIT);
   await msg(alice, 'How was the trip', '[data-state="delivered"]').waitFor(WAIT);
+  assert.equal(await bob.page.title(), '(1) Natter');
   await screenshot(bob.page, 'conversation-list-unread');
 
   // bob opens it: read
@@ -99,6 +100,7 @@ test('two people find each other, chat, and see typing, delivered and read', asy
   await msg(bob, 'How was the trip', '.other').waitFor(WAIT);
   await msg(alice, 'How was the trip', '[data-state="read"]').waitFor(WAIT);
   await item.locator('.badge').waitFor({ state: 'detached', ...WAIT });
+  assert.equal(await bob.page.title(), 'Natter');
 
   // typing shows on the other side, and stops when the message arrives
   await bob.page.getByRole('textbox', { name: 'Message' }).pressSequentially('Amazing, ', { delay: 20 });
