@@ -540,6 +540,9 @@ function renderList() {
 async function openConversation(id) {
   if (S.editing) cancelEdit();
   S.active = id;
+  // where "New messages" goes: after what had been read when it was opened
+  const conv = S.convs.get(id);
+  S.unreadFrom = conv && conv.unread > 0 ? conv.read_seq + 1 : null;
   app.classList.add('chat-open');
   renderList();
   renderChat();
@@ -564,10 +567,23 @@ async function openConversation(id) {
     }
     if (S.active === id) {
       renderMessages({ toBottom: true });
+      revealUnread();
     }
-  } else renderMessages({ toBottom: true });
+  } else {
+    renderMessages({ toBottom: true });
+    revealUnread();
+  }
   markReadSoon();
   UI.input?.focus();
+}
+
+/** With more unread than fits, start at the "New messages" line. */
+function revealUnread() {
+  const divider = UI.messages?.querySelector('.unread-divider');
+  if (!divider) return;
+  const s = UI.scroller;
+  const top = divider.offsetTop - 12;
+  if (s.scrollTop > top) s.scrollTop = top;
 }
 
 function mergeMessages(a, b) {
@@ -579,6 +595,7 @@ function mergeMessages(a, b) {
 
 function closeConversation() {
   if (S.editing) cancelEdit();
+  S.unreadFrom = null;
   const id = S.active;
   S.active = null;
   app.classList.remove('chat-open');
@@ -798,7 +815,12 @@ function renderMessages({ toBottom = false, keepFrom = null } = {}) {
       nodes.push(messageNodes.get(key)?.el || cacheNode(key, h('div', { class: 'day', role: 'separator' }, h('span', {}, fmtDay(d)))));
       prev = null;
     }
-    const first = !prev || prev.sender !== m.sender || d - new Date(prev.sent_at) > GROUP_GAP_MS || !!prev.deleted_at !== !!m.deleted_at;
+    let divided = false;
+    if (S.unreadFrom != null && m.seq === S.unreadFrom && m.sender !== S.me.username) {
+      nodes.push(messageNodes.get('unread')?.el || cacheNode('unread', h('div', { class: 'unread-divider', role: 'separator', 'aria-label': 'New messages' }, h('span', {}, 'New messages'))));
+      divided = true;
+    }
+    const first = divided || !prev || prev.sender !== m.sender || d - new Date(prev.sent_at) > GROUP_GAP_MS || !!prev.deleted_at !== !!m.deleted_at;
     const out = m._out;
     const state = m.sender === S.me.username ? (out ? out.state : S.client.messageState(m)) : null;
     nodes.push(messageNode(m, { first, group, state, out }));
@@ -922,6 +944,7 @@ async function submitComposer() {
     return;
   }
   UI.input.value = '';
+  S.unreadFrom = null;
   autoGrow();
   clearTimeout(typingStop);
   typingSentAt = 0;

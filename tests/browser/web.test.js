@@ -95,9 +95,10 @@ test('two people find each other, chat, and see typing, delivered and read', asy
   assert.equal(await bob.page.title(), '(1) Natter');
   await screenshot(bob.page, 'conversation-list-unread');
 
-  // bob opens it: read
+  // bob opens it: read, below a "New messages" line
   await openConv(bob, 'Alice');
   await msg(bob, 'How was the trip', '.other').waitFor(WAIT);
+  await bob.page.getByRole('separator', { name: 'New messages' }).waitFor(WAIT);
   await msg(alice, 'How was the trip', '[data-state="read"]').waitFor(WAIT);
   await item.locator('.badge').waitFor({ state: 'detached', ...WAIT });
   assert.equal(await bob.page.title(), 'Natter');
