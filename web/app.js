@@ -449,7 +449,9 @@ function onMessage(id, message, created) {
 
 function addToHistory(id, message) {
   const hist = S.histories.get(id);
-  if (!hist || !hist.loaded) return;
+  // kept even while the first page loads: the page is merged with it, so
+  // a message acknowledged meanwhile is not lost from the view
+  if (!hist) return;
   const msgs = hist.messages;
   const i = msgs.findIndex((m) => m.seq === message.seq);
   if (i >= 0) msgs[i] = message;
@@ -586,10 +588,16 @@ function revealUnread() {
   if (s.scrollTop > top) s.scrollTop = top;
 }
 
+/** How far a message has moved on (edits and deletion), to keep the newest copy. */
+const versionOf = (m) => (m.deleted_at ? `2${m.deleted_at}` : m.edited_at ? `1${m.edited_at}` : '0');
+
 function mergeMessages(a, b) {
   const m = new Map();
   for (const x of a) m.set(x.seq, x);
-  for (const x of b) m.set(x.seq, x);
+  for (const x of b) {
+    const old = m.get(x.seq);
+    if (!old || versionOf(x) >= versionOf(old)) m.set(x.seq, x);
+  }
   return [...m.values()].sort((x, y) => x.seq - y.seq);
 }
 

@@ -1,6 +1,6 @@
 //! Natter's HTTP transport: the REST API under `/api/v1`, its OpenAPI
-//! document and interactive page, and the operational endpoints
-//! (`/healthz`, `/readyz`, `/metrics`), and the embedded web client at `/`.
+//! document and interactive page, the operational endpoints (`/healthz`,
+//! `/readyz`, `/metrics`), and the embedded web client at `/`.
 //!
 //! Handlers only translate: they parse the request into domain values,
 //! call one [`Hub`] method, and turn the result into JSON. Errors become
