@@ -1,6 +1,6 @@
 //! Natter's HTTP transport: the REST API under `/api/v1`, its OpenAPI
-//! document and interactive page, and the operational endpoints
-//! (`/healthz`, `/readyz`, `/metrics`).
+//! document and interactive page, the operational endpoints (`/healthz`,
+//! `/readyz`, `/metrics`), and the embedded web client at `/`.
 //!
 //! Handlers only translate: they parse the request into domain values,
 //! call one [`Hub`] method, and turn the result into JSON. Errors become
@@ -13,6 +13,7 @@ pub mod error;
 mod extract;
 mod ops;
 pub mod realtime;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -120,6 +121,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(conversations::edit, conversations::delete))
         .routes(routes!(conversations::mark_read))
         .routes(routes!(realtime::poll, realtime::command))
+        .routes(routes!(realtime::presence))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .split_for_parts()
@@ -146,7 +148,7 @@ pub fn router(state: AppState) -> Router {
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/docs/openapi.json", openapi()),
         )
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .fallback(web::fallback)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

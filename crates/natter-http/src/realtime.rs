@@ -665,6 +665,23 @@ pub async fn poll(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// `GET /api/v1/presence`: the presence of everyone whose presence the
+/// caller sees (contacts and direct peers), as `presence` event frames.
+#[utoipa::path(get, path = "/api/v1/presence", tag = "realtime", security(("bearer" = [])),
+    responses((status = 200, body = p::stream::PresenceSnapshot), (status = 401, body = p::ErrorResponse)))]
+pub async fn presence(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<p::stream::PresenceSnapshot>> {
+    let items = s.hub.presence_snapshot(&caller).await?;
+    Ok(Json(p::stream::PresenceSnapshot {
+        events: items
+            .into_iter()
+            .map(|item| ServerFrame::Event(event_frame(&item)))
+            .collect(),
+    }))
+}
+
 /// `POST /api/v1/events`: send a command (`send`, `read`, `typing`,
 /// `presence`, `ping`) as a long-poll client; answered with its reply.
 #[utoipa::path(post, path = "/api/v1/events", tag = "realtime", security(("bearer" = [])),

@@ -263,6 +263,15 @@ pub struct Poll {
     pub more: bool,
 }
 
+/// `GET /api/v1/presence`: the presence of everyone whose presence the
+/// caller sees, as the `presence` events a stream sends after `hello`.
+/// Lets a client learn the presence of someone it just started talking
+/// to, which no stream event would tell it until that presence changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PresenceSnapshot {
+    pub events: Vec<ServerFrame>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

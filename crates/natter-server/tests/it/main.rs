@@ -12,4 +12,5 @@ mod errors;
 mod messages;
 mod ops;
 mod realtime;
+mod web;
 mod xmpp;
