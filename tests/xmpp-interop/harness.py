@@ -437,8 +437,13 @@ class Client(slixmpp.ClientXMPP):
             self.events.add((name, data))
         return handler
 
+    #: Connect here instead of the server (a `TcpProxy`'s address).
+    via: tuple[str, int] | None = None
+
     @property
     def address(self) -> tuple[str, int]:
+        if self.via is not None:
+            return self.via
         return self.natter.xmpps if self.tls_mode == "direct" else self.natter.xmpp
 
     async def start(self, presence: bool = True) -> None:
@@ -501,6 +506,69 @@ class Client(slixmpp.ClientXMPP):
         self.transport.abort()
 
 
+class TcpProxy:
+    """A loopback TCP relay in front of the server, so that a test can cut
+    a client's connection the way a network does: `cut()` drops both
+    sides (the server sees the connection end), `cut(server_notices=False)`
+    drops only the client's side and leaves the server's socket open and
+    silent, like a connection whose peer vanished without a FIN."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.address: tuple[str, int] | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._tasks: list[asyncio.Task] = []
+        self.upstream_writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> "TcpProxy":
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.address = self._server.sockets[0].getsockname()[:2]
+        return self
+
+    async def _accept(self, reader, writer) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._pairs.append((writer, up_writer))
+        self.upstream_writers.append(up_writer)
+        self._tasks.append(asyncio.create_task(self._pump(reader, up_writer, upstream=True)))
+        self._tasks.append(asyncio.create_task(self._pump(up_reader, writer, upstream=False)))
+
+    async def _pump(self, reader, writer, upstream: bool) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            if not (upstream and self._silent):
+                try:
+                    writer.close()
+                except Exception:
+                    pass
+
+    _silent = False
+
+    def cut(self, server_notices: bool = True) -> None:
+        self._silent = not server_notices
+        for t in self._tasks:
+            t.cancel()
+        self._tasks.clear()
+        for client_side, server_side in self._pairs:
+            client_side.transport.abort()
+            if server_notices:
+                server_side.transport.abort()
+        self._pairs.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        self._silent = False
+        for w in self.upstream_writers:
+            w.transport.abort()
+        if self._server is not None:
+            self._server.close()
+
+
 class Clients:
     """Opens XMPP clients and JSON streams for one test and closes them
     all at its end (see `conftest.py`)."""
@@ -510,12 +578,18 @@ class Clients:
         self.open: list[Any] = []
 
     async def connect(self, user: User, resource: str | None = None, *, presence: bool = True,
-                      **kw) -> Client:
+                      via: TcpProxy | None = None, **kw) -> Client:
         jid = user.jid + (f"/{resource}" if resource else "")
         c = Client(self.server, jid, user.password, **kw)
+        c.via = via.address if via else None
         self.open.append(c)
         await c.start(presence=presence)
         return c
+
+    async def proxy(self, direct_tls: bool = False) -> TcpProxy:
+        p = await TcpProxy(self.server.xmpps if direct_tls else self.server.xmpp).start()
+        self.open.append(p)
+        return p
 
     def client(self, user: User, resource: str | None = None, **kw) -> Client:
         """A client not yet connected."""
@@ -537,6 +611,22 @@ class Clients:
             except Exception:
                 pass
         self.open.clear()
+
+
+async def barrier(sender: Client, sender_user: User, to: User, *receivers: Client) -> None:
+    """`sender` sends `to` a message and waits until every receiver (all
+    resources of `to`) has it. Real-time items reach a session in the order
+    of the server's event log, so whatever the server would have sent these
+    receivers before that message has arrived when this returns; a test can
+    then assert that something did *not* come."""
+    text = f"barrier {uuid.uuid4().hex[:8]}"
+    sender.chat(to, text)
+    for r in receivers:
+        await r.inbox.expect(chat_from(sender_user, text), "the barrier message")
+
+
+def not_barrier(pred: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda s: pred(s) and not (body(s) or "").startswith("barrier ")
 
 
 # --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from harness import (
     NS_CHATSTATES, NS_CORRECT, NS_DELAY, NS_MARKERS, NS_RECEIPTS, NS_SID, attr, bare, body,
-    chat_from, child, new_user, payload_from, stanza_id,
+    barrier, chat_from, child, new_user, not_barrier, payload_from, stanza_id,
 )
 
 
@@ -143,8 +143,9 @@ async def test_chat_states(server, clients):
     msg.send()
     await a.inbox.expect(payload_from(bob, "composing", NS_CHATSTATES), "composing")
     # A chat state alone is no message: nothing with a body arrived.
-    await a.round_trip()
-    assert a.inbox.matching(chat_from(bob)) == []
+    await barrier(b, bob, alice, a)
+    assert a.inbox.matching(not_barrier(chat_from(bob))) == []
+    assert alice.history(alice.direct(bob))[:-1] == []
 
 
 async def test_last_message_correction(server, clients):

@@ -3,7 +3,7 @@ and presence (section 4) as a contact sees it."""
 
 import pytest
 
-from harness import NS_ROSTER, attr, child, is_iq, new_user, presence_from, befriend
+from harness import NS_ROSTER, attr, barrier, befriend, child, is_iq, new_user, presence_from
 
 
 def roster_push(jid: str, subscription: str | None = None):
@@ -149,9 +149,10 @@ async def test_presence_available_away_unavailable(server, clients):
 
 
 async def test_presence_is_not_shared_with_strangers(server, clients):
-    alice, mallory = new_user(server, "alice"), new_user(server, "mallory")
+    alice, mallory, carol = new_user(server, "alice"), new_user(server, "mallory"), new_user(server, "carol")
     m = await clients.connect(mallory, "x")
+    c = await clients.connect(carol, "x")
     a = await clients.connect(alice, "phone")
     await a.go_available(show="away")
-    await m.round_trip()
+    await barrier(c, carol, mallory, m)
     assert m.inbox.matching(presence_from(alice)) == []
