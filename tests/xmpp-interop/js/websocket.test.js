@@ -6,68 +6,21 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, openSync, closeSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
 import { randomUUID } from "node:crypto";
 
 import { client, xml } from "@xmpp/client";
+
+import {
+  PASSWORD, TIMEOUT, api as callApi, newUser as makeUser, startServer, stopServer,
+} from "./natter.js";
 
 if (typeof WebSocket !== "function") {
   throw new Error("no global WebSocket: run node with --experimental-websocket (Node 20) or Node 22+");
 }
 
-const TIMEOUT = 10_000;
-const PASSWORD = "correct horse battery";
-const repo = resolve(import.meta.dirname, "../../..");
-const binary = process.env.NATTER_BIN ?? join(repo, "target/debug/natter");
-
 let server;
-
-async function startServer() {
-  const dataDir = mkdtempSync(join(tmpdir(), "natter-interop-js-"));
-  const logPath = join(dataDir, "server.log");
-  const fd = openSync(logPath, "w");
-  const proc = spawn(
-    binary,
-    ["serve", "--data-dir", dataDir, "--http", "127.0.0.1:0", "--xmpp", "127.0.0.1:0",
-      "--xmpps", "127.0.0.1:0", "--domain", "localhost"],
-    { stdio: ["ignore", fd, fd], env: { ...process.env, NO_COLOR: "1" } },
-  );
-  closeSync(fd);
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    const log = readFileSync(logPath, "utf8");
-    const http = /natter listening http=(\S+)/.exec(log);
-    if (http) return { proc, dataDir, logPath, http: http[1] };
-    if (proc.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  proc.kill("SIGKILL");
-  throw new Error(`natter did not start:\n${readFileSync(logPath, "utf8")}`);
-}
-
-async function api(method, path, body, token) {
-  const res = await fetch(`http://${server.http}${path}`, {
-    method,
-    headers: {
-      ...(body ? { "content-type": "application/json" } : {}),
-      ...(token ? { authorization: `Bearer ${token}` } : {}),
-    },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${path} -> ${res.status}: ${text}`);
-  return text ? JSON.parse(text) : null;
-}
-
-async function newUser(prefix) {
-  const username = `${prefix}-${randomUUID().slice(0, 8)}`;
-  await api("POST", "/api/v1/accounts", { username, password: PASSWORD });
-  const { token } = await api("POST", "/api/v1/sessions", { username, password: PASSWORD });
-  return { username, jid: `${username}@localhost`, token };
-}
+const api = (...args) => callApi(server, ...args);
+const newUser = (prefix) => makeUser(server, prefix);
 
 /** An xmpp.js client over WebSocket that keeps every stanza it receives. */
 async function connect(user, resource) {
@@ -137,11 +90,7 @@ after(async () => {
       await c.stop();
     } catch {}
   }
-  if (server) {
-    server.proc.kill("SIGTERM");
-    await new Promise((r) => (server.proc.exitCode !== null ? r() : server.proc.once("exit", r)));
-    rmSync(server.dataDir, { recursive: true, force: true });
-  }
+  await stopServer(server);
 });
 
 test("log in over WebSocket with stream management", async () => {
