@@ -74,3 +74,33 @@ async fn bad_urls_are_refused() {
     );
     assert!(NatsBus::connect("::::", Duration::ZERO).await.is_err());
 }
+
+#[tokio::test]
+async fn prefixes_keep_clusters_apart_on_one_server() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let one = NatsBus::connect(
+        &format!("{}?prefix=one", server.url()),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let two = NatsBus::connect(
+        &format!("{}?prefix=two", server.url()),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let mut heard_by_two = two.subscribe(Topic::Wake).await.unwrap();
+    let mut heard_by_one = one.subscribe(Topic::Wake).await.unwrap();
+    let wake = Envelope {
+        origin: NodeId::random(),
+        notice: Notice::Wake,
+    };
+    one.publish(wake.clone()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), heard_by_one.next()).await;
+    assert_eq!(got.unwrap(), Some(wake));
+    let leaked = tokio::time::timeout(Duration::from_millis(300), heard_by_two.next()).await;
+    assert!(leaked.is_err(), "another prefix hears nothing");
+}

@@ -10,7 +10,7 @@ mod health;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -99,37 +99,22 @@ impl Drop for NatsServer {
     }
 }
 
-/// One server for the whole conformance run; clusters are kept apart by
-/// subject prefix.
-fn shared_server() -> Option<&'static str> {
-    static SERVER: OnceLock<Option<(NatsServer, String)>> = OnceLock::new();
-    SERVER
-        .get_or_init(|| {
-            let server = NatsServer::start()?;
-            let url = server.url();
-            Some((server, url))
-        })
-        .as_ref()
-        .map(|(_, url)| url.as_str())
-}
-
+/// Each cluster runs on a server of its own, stopped with the harness.
 struct Nats {
-    url: String,
+    server: NatsServer,
 }
 
 #[async_trait]
 impl Harness for Nats {
     async fn fresh() -> Option<Self> {
-        let base = shared_server()?;
-        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
         Some(Nats {
-            url: format!("{base}?prefix={prefix}"),
+            server: NatsServer::start()?,
         })
     }
 
     async fn node(&self) -> Arc<dyn Bus> {
         Arc::new(
-            NatsBus::connect(&self.url, Duration::from_secs(10))
+            NatsBus::connect(&self.server.url(), Duration::from_secs(10))
                 .await
                 .expect("connects"),
         )
