@@ -41,6 +41,10 @@ enum Command {
         /// The server's domain (the part after @ in JIDs).
         #[arg(long, value_name = "NAME")]
         domain: Option<String>,
+        /// Join a cluster: nats://HOST:PORT of the NATS servers the nodes share
+        /// (with PostgreSQL as the database). Without it the node works alone.
+        #[arg(long, value_name = "URL")]
+        bus: Option<String>,
     },
     /// Print the OpenAPI document of the REST API.
     Openapi,
@@ -91,6 +95,7 @@ fn main() -> anyhow::Result<ExitCode> {
             http,
             database,
             domain,
+            bus,
         } => {
             init_logging();
             let config = Config::load(
@@ -100,6 +105,7 @@ fn main() -> anyhow::Result<ExitCode> {
                     data_dir,
                     database,
                     http,
+                    bus,
                 },
             )?;
             let runtime = tokio::runtime::Runtime::new()?;
