@@ -236,7 +236,10 @@ impl Presence {
     /// were not renewed; with `hold_remote` (the bus is down, so nobody
     /// could renew), reports are kept and their leases start over.
     pub fn expire(&self, hold_remote: bool) -> Changes {
-        let now = Instant::now();
+        self.expire_at(Instant::now(), hold_remote)
+    }
+
+    fn expire_at(&self, now: Instant, hold_remote: bool) -> Changes {
         let mut users = self.users.lock().expect("presence");
         let mut out = Changes::default();
         for (user, entry) in users.iter_mut() {
@@ -380,5 +383,88 @@ impl Hub {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> (UserId, Username) {
+        (UserId(1), Username::parse("alice").unwrap())
+    }
+
+    fn report(status: natter_bus::Status) -> Vec<NodePresence> {
+        let (user, username) = alice();
+        vec![NodePresence {
+            user,
+            username,
+            status,
+        }]
+    }
+
+    fn announced(c: &Changes) -> Vec<PresenceStatus> {
+        c.announce.iter().map(|(_, _, s)| *s).collect()
+    }
+
+    #[test]
+    fn the_best_status_of_any_node_wins() {
+        let p = Presence::default();
+        let (user, name) = alice();
+        let other = NodeId::random();
+        let c = p.set(user, &name, ConnKey::Stream(1), PresenceStatus::Away, None);
+        assert_eq!(announced(&c), [PresenceStatus::Away]);
+        assert_eq!(c.reports.len(), 1, "the other nodes are told");
+        let c = p.remote_report(other, false, &report(natter_bus::Status::Online));
+        assert_eq!(announced(&c), [PresenceStatus::Online]);
+        assert!(c.reports.is_empty(), "remote news is not re-reported");
+        // Leaving here changes nothing while the other node has her.
+        let c = p.remove(user, ConnKey::Stream(1));
+        assert!(c.announce.is_empty());
+        assert_eq!(c.reports.len(), 1);
+        assert_eq!(p.status(user), PresenceStatus::Online);
+        // A full report without her: she is gone there too.
+        let c = p.remote_report(other, true, &[]);
+        assert_eq!(announced(&c), [PresenceStatus::Offline]);
+        assert_eq!(p.status(user), PresenceStatus::Offline);
+        assert!(p.full_report().is_empty());
+    }
+
+    #[test]
+    fn a_silent_node_expires_unless_the_bus_is_down() {
+        let p = Presence::default();
+        let (user, _) = alice();
+        let other = NodeId::random();
+        p.remote_report(other, true, &report(natter_bus::Status::Online));
+        assert_eq!(p.status(user), PresenceStatus::Online);
+        let later = Instant::now() + LEASE + Duration::from_secs(1);
+        // Bus down: nobody could renew, so the report is held...
+        assert!(p.expire_at(later, true).announce.is_empty());
+        assert_eq!(p.status(user), PresenceStatus::Online);
+        // ...for a full lease from then.
+        assert!(p.expire_at(later, false).announce.is_empty());
+        let c = p.expire_at(later + LEASE + Duration::from_secs(1), false);
+        assert_eq!(announced(&c), [PresenceStatus::Offline]);
+    }
+
+    #[test]
+    fn full_reports_list_local_aggregates_only() {
+        let p = Presence::default();
+        let (user, name) = alice();
+        p.set(user, &name, ConnKey::Stream(1), PresenceStatus::Away, None);
+        p.set(user, &name, ConnKey::Stream(2), PresenceStatus::Online, None);
+        p.remote_report(
+            NodeId::random(),
+            false,
+            &[NodePresence {
+                user: UserId(2),
+                username: Username::parse("bob").unwrap(),
+                status: natter_bus::Status::Online,
+            }],
+        );
+        let full = p.full_report();
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].user, user);
+        assert_eq!(full[0].status, natter_bus::Status::Online);
     }
 }

@@ -5,8 +5,8 @@
 //! These run in the PostgreSQL run (`NATTER_TEST_BACKEND=postgres`, as
 //! `scripts/test` does when PostgreSQL answers); otherwise, or without a
 //! `nats-server` binary, they print a notice and pass vacuously. With
-//! `NATTER_TEST_REQUIRE_POSTGRES=1` a PostgreSQL run without `nats-server`
-//! is a failure, not a skip.
+//! `NATTER_TEST_REQUIRE_POSTGRES=1` or `NATTER_TEST_REQUIRE_NATS=1` a
+//! PostgreSQL run without `nats-server` is a failure, not a skip.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -116,8 +116,11 @@ impl Cluster {
             return None;
         }
         let Some(binary) = nats_server_binary() else {
+            let required = ["NATTER_TEST_REQUIRE_NATS", "NATTER_TEST_REQUIRE_POSTGRES"]
+                .iter()
+                .any(|v| std::env::var(v).as_deref() == Ok("1"));
             assert!(
-                std::env::var("NATTER_TEST_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                !required,
                 "the cluster tests need nats-server (set NATTER_TEST_NATS_SERVER)"
             );
             eprintln!("NOTICE: nats-server not found; cluster tests skipped");
@@ -194,7 +197,21 @@ impl Cluster {
         anon.log_in(name, PASSWORD).await
     }
 
-    async fn drop_schema(&self) {
+    /// Stops everything and drops the schema (also what dropping does,
+    /// so a failing test cleans up too).
+    async fn finish(self) {
+        tokio::task::spawn_blocking(move || drop(self))
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            *n = None;
+        }
+        self.nats.stop();
         let base = std::env::var("NATTER_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
         let schema = self
@@ -203,21 +220,24 @@ impl Cluster {
             .next()
             .unwrap()
             .to_owned();
-        if let Ok((client, conn)) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await {
-            tokio::spawn(conn);
-            let _ = client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                .await;
-        }
-    }
-
-    /// Stops everything and drops the schema.
-    async fn finish(mut self) {
-        for n in &mut self.nodes {
-            *n = None;
-        }
-        self.nats.stop();
-        self.drop_schema().await;
+        // Its own thread and runtime: this may run inside the test's.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&base, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
     }
 }
 
