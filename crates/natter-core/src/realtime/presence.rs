@@ -452,7 +452,13 @@ mod tests {
         let p = Presence::default();
         let (user, name) = alice();
         p.set(user, &name, ConnKey::Stream(1), PresenceStatus::Away, None);
-        p.set(user, &name, ConnKey::Stream(2), PresenceStatus::Online, None);
+        p.set(
+            user,
+            &name,
+            ConnKey::Stream(2),
+            PresenceStatus::Online,
+            None,
+        );
         p.remote_report(
             NodeId::random(),
             false,
