@@ -135,7 +135,7 @@ impl Cluster {
             nodes: Vec::new(),
         };
         for _ in 0..3 {
-            let node = cluster.spawn_node();
+            let node = cluster.spawn_node(&cluster.database);
             cluster.nodes.push(Some(node));
         }
         for i in 0..3 {
@@ -144,11 +144,11 @@ impl Cluster {
         Some(cluster)
     }
 
-    fn spawn_node(&self) -> Node {
+    fn spawn_node(&self, database: &str) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
             .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
             .arg(self.dir.path())
-            .args(["--database", &self.database, "--bus", &self.nats.url()])
+            .args(["--database", database, "--bus", &self.nats.url()])
             .env("NATTER_LOG", "info")
             .env("NO_COLOR", "1")
             .env("NATTER_ACCOUNTS__SCRAM_ITERATIONS", "4096")
@@ -795,5 +795,123 @@ async fn concurrent_senders_on_every_node_see_one_gap_free_order() {
     for o in &orders[1..] {
         assert_eq!(o, &orders[0], "every member sees the same order");
     }
+    cluster.finish().await;
+}
+
+/// A TCP proxy to PostgreSQL that the test can cut (every connection
+/// closed, new ones refused) and restore, to take the database away from
+/// one node only.
+struct DbProxy {
+    port: u16,
+    upstream: String,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl DbProxy {
+    async fn start(upstream: String) -> DbProxy {
+        let proxy = DbProxy {
+            port: free_port(),
+            upstream,
+            tasks: Arc::default(),
+        };
+        proxy.restore().await;
+        proxy
+    }
+
+    async fn restore(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("proxy port");
+        let (upstream, tasks) = (self.upstream.clone(), self.tasks.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_loses_postgresql_reports_it_keeps_its_streams_and_recovers() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    // A fourth node reaches the same database through a proxy.
+    let base_url = std::env::var("NATTER_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    let hostport = base_url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('@').next_back())
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let upstream = if hostport.contains(':') {
+        hostport.clone()
+    } else {
+        format!("{hostport}:5432")
+    };
+    let proxy = DbProxy::start(upstream).await;
+    let proxied = cluster
+        .database
+        .replacen(&hostport, &format!("127.0.0.1:{}", proxy.port), 1);
+    let node = cluster.spawn_node(&proxied);
+    let base = node.base.clone();
+    wait_ready(&base).await;
+
+    let alice = cluster.user(0, "alice").await;
+    let bob = cluster.user(1, "bob").await;
+    let direct = bob.direct("alice").await;
+    let mut alice_rt = Realtime::connect(&alice.with_base(&base), Transport::WebSocket, None).await;
+    bob.say(&direct, "m1", "before").await;
+    alice_rt.expect("before", |e| is_message(e, "before")).await;
+
+    proxy.cut();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        if status == 503 {
+            assert_eq!(body["status"], "unavailable", "{body}");
+            assert_eq!(body["checks"][0]["name"], "database");
+            assert_eq!(body["checks"][0]["ok"], false, "{body}");
+            assert_eq!(body["checks"][1]["ok"], true, "the bus is fine: {body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the loss is not reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Acknowledged elsewhere while this node cannot read the store.
+    bob.say(&direct, "m2", "during").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    proxy.restore().await;
+    wait_ready(&base).await;
+    // The same connection, never closed, gets what was sent meanwhile.
+    alice_rt.expect("during", |e| is_message(e, "during")).await;
+    bob.say(&direct, "m3", "after").await;
+    alice_rt.expect("after", |e| is_message(e, "after")).await;
+    drop(node);
+    drop(proxy);
     cluster.finish().await;
 }
