@@ -8,10 +8,14 @@
 //!   `natter` binary and drives it over HTTP and WebSocket like real
 //!   clients would, measuring end-to-end latency, throughput, server CPU
 //!   and memory (see [`stream`]).
+//! - `natter-bench cluster --nodes URL,URL` drives nodes you started
+//!   (one, or several of a cluster) and reports delivered messages per
+//!   second with every message crossing nodes (see [`cluster`]).
 //!
 //! Results print as a Markdown table and, with `--json`, as JSON, so that
 //! `BENCHMARKS.md` can quote them.
 
+mod cluster;
 mod proc;
 mod store;
 mod stream;
@@ -32,6 +36,9 @@ enum Cmd {
     /// Whole-server scenarios against a real `natter` process.
     #[command(subcommand)]
     Stream(stream::Scenario),
+    /// Delivered messages per second through already running nodes, each
+    /// message crossing nodes when there are several.
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +51,9 @@ fn main() -> anyhow::Result<()> {
         // The stream scenarios pin the process before building their
         // runtime, so that its threads inherit the pinning.
         Cmd::Stream(scenario) => stream::main(scenario),
+        Cmd::Cluster(args) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(cluster::run(args))
+        }
     }
 }

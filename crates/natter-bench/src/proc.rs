@@ -262,6 +262,7 @@ impl Server {
         cmd.arg("serve")
             .arg("--http")
             .arg("127.0.0.1:0")
+            .args(["--xmpp", "127.0.0.1:0", "--xmpps", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data.path())
             .env("NATTER_ACCOUNTS__SCRAM_ITERATIONS", "4096")

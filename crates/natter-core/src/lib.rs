@@ -20,6 +20,7 @@ mod throttle;
 use std::sync::Arc;
 
 use chrono::{DurationRound, TimeDelta, Utc};
+use natter_bus::Bus;
 use natter_store::Store;
 use natter_types::{SessionId, Timestamp, User};
 
@@ -53,9 +54,20 @@ struct Inner {
 }
 
 impl Hub {
+    /// A hub of a single node.
     pub fn new(store: Arc<dyn Store>, config: CoreConfig) -> Self {
+        Self::build(store, config, None)
+    }
+
+    /// A hub of one node of a cluster: the other nodes share the store and
+    /// hear each other on `bus`.
+    pub fn with_bus(store: Arc<dyn Store>, config: CoreConfig, bus: Arc<dyn Bus>) -> Self {
+        Self::build(store, config, Some(bus))
+    }
+
+    fn build(store: Arc<dyn Store>, config: CoreConfig, bus: Option<Arc<dyn Bus>>) -> Self {
         let throttle = LoginThrottle::new(config.login_failures_per_minute);
-        let realtime = realtime::Realtime::new(config.stream_queue);
+        let realtime = realtime::Realtime::new(config.stream_queue, bus);
         Self {
             inner: Arc::new(Inner {
                 store,

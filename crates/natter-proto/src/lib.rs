@@ -453,7 +453,9 @@ pub struct ReadMarker {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok`, or `unavailable` with the failing component in `checks`.
+    /// `ok`; `degraded` when the node serves but its cluster bus is down;
+    /// `unavailable` when it cannot serve. The failing component is in
+    /// `checks`.
     pub status: String,
     #[serde(default)]
     pub checks: Vec<HealthCheck>,

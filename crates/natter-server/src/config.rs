@@ -23,6 +23,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://…`; by default SQLite in `data_dir`.
     pub database: Option<String>,
+    /// The cluster bus, `nats://HOST:PORT[,…][?prefix=NAME]`; unset, the
+    /// node works alone.
+    pub bus: Option<String>,
     /// HTTP listen address; port 0 picks a free port.
     pub http: SocketAddr,
     /// `open` (anyone may sign up) or `closed`.
@@ -170,6 +173,7 @@ impl Default for Config {
             domain: "localhost".into(),
             data_dir: PathBuf::from("./natter-data"),
             database: None,
+            bus: None,
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             registration: Registration::Open,
             limits: Limits::default(),
@@ -185,6 +189,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "domain",
     "data_dir",
     "database",
+    "bus",
     "http",
     "registration",
     "limits",
@@ -205,6 +210,8 @@ pub struct Overrides {
     pub database: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
     #[serde(skip_serializing_if = "XmppOverrides::is_empty")]
     pub xmpp: XmppOverrides,
 }
@@ -274,6 +281,16 @@ impl Config {
             self.stream.heartbeat_secs > 0,
             "stream.heartbeat_secs must be positive"
         );
+        if let Some(bus) = &self.bus {
+            anyhow::ensure!(
+                bus.starts_with("nats://"),
+                "bus must be a nats:// URL, got {bus:?}"
+            );
+            anyhow::ensure!(
+                self.database_url().starts_with("postgres"),
+                "a cluster (bus) needs a PostgreSQL database shared by its nodes"
+            );
+        }
         anyhow::ensure!(
             self.stream.auth_timeout_secs > 0,
             "stream.auth_timeout_secs must be positive"

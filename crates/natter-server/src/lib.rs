@@ -3,7 +3,7 @@
 //!
 //! This is the only crate that knows every concrete backend: it picks the
 //! store from the database URL's scheme and hands the rest of the system a
-//! `dyn Store`. [`run`] takes listeners bound by the caller and a shutdown
+//! `dyn Store`, and the bus from its URL (`dyn Bus`). [`run`] takes listeners bound by the caller and a shutdown
 //! future, so tests bind port 0 and stop servers when they like.
 
 pub mod config;
@@ -44,6 +44,22 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     } else {
         anyhow::bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://…")
     }
+}
+
+/// Opens the cluster bus named by the configuration: `None` without one
+/// (the node works alone), NATS for `nats://…`. A node starts even while
+/// NATS is down: it reports that in `/readyz` and connects when it can.
+pub async fn open_bus(config: &Config) -> anyhow::Result<Option<Arc<dyn natter_bus::Bus>>> {
+    let Some(url) = &config.bus else {
+        return Ok(None);
+    };
+    let bus = natter_bus_nats::NatsBus::connect(url, Duration::from_secs(5))
+        .await
+        .context("connecting to the bus")?;
+    if let natter_bus::Health::Down(why) = &*natter_bus::Bus::health(&bus).borrow() {
+        tracing::warn!(bus = %url, reason = %why, "bus not reachable yet; retrying in the background");
+    }
+    Ok(Some(Arc::new(bus)))
 }
 
 /// The process-wide Prometheus recorder. The `metrics` facade is global by
@@ -117,7 +133,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let Listeners { http, xmpp, xmpps } = listeners;
     let store = open_store(&config).await?;
-    let hub = Hub::new(store, config.core());
+    let hub = match open_bus(&config).await? {
+        Some(bus) => Hub::with_bus(store, config.core(), bus),
+        None => Hub::new(store, config.core()),
+    };
     let realtime = hub
         .start_realtime()
         .await
@@ -158,7 +177,7 @@ pub async fn serve(
     }
 
     let purge = tokio::spawn(purge_sessions(hub.clone()));
-    tracing::info!(http = %http.local_addr()?, domain = %config.domain, "natter listening");
+    tracing::info!(http = %http.local_addr()?, domain = %config.domain, bus = %hub.bus_description(), "natter listening");
     let served = axum::serve(
         http,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -173,6 +192,7 @@ pub async fn serve(
         let _ = t.await;
     }
     purge.abort();
+    hub.leave_cluster().await;
     drop(realtime);
     drop(hub);
     tracing::info!("natter stopped");

@@ -46,6 +46,10 @@ enum Command {
         /// XMPP c2s listen address with direct TLS (XEP-0368).
         #[arg(long, value_name = "ADDR")]
         xmpps: Option<SocketAddr>,
+        /// Join a cluster: nats://HOST:PORT of the NATS servers the nodes share
+        /// (with PostgreSQL as the database). Without it the node works alone.
+        #[arg(long, value_name = "URL")]
+        bus: Option<String>,
     },
     /// Print the OpenAPI document of the REST API.
     Openapi,
@@ -98,6 +102,7 @@ fn main() -> anyhow::Result<ExitCode> {
             domain,
             xmpp,
             xmpps,
+            bus,
         } => {
             init_logging();
             let config = Config::load(
@@ -111,6 +116,7 @@ fn main() -> anyhow::Result<ExitCode> {
                         listen: xmpp,
                         tls_listen: xmpps,
                     },
+                    bus,
                 },
             )?;
             let runtime = tokio::runtime::Runtime::new()?;

@@ -79,6 +79,11 @@ pub(crate) async fn execute<C: GenericClient>(
 /// READ COMMITTED whatever the server's default: the operations rely on
 /// each statement seeing what committed before it started (after waiting
 /// for a row lock or a conflicting insert).
+/// First key of the per-conversation advisory lock of appends (the second
+/// is a hash of the conversation id; a collision only serialises two
+/// conversations' appends). Distinct from the migrations' lock class.
+const APPEND_LOCK_CLASS: i32 = 0x4e61_7441; // "NatA"
+
 async fn begin(client: &mut Client) -> StoreResult<Transaction<'_>> {
     client
         .build_transaction()
@@ -966,6 +971,22 @@ impl Store for PgStore {
             rollback(tx).await?;
             return existing(rows::message(&row, 0)?, new.conversation_id);
         }
+
+        // Serialise the conversation's appenders before this transaction
+        // gets its id. The event log is ordered by transaction id, and ids
+        // are handed out at a transaction's first write: two appenders that
+        // both got an id and then raced for the row lock below could take
+        // sequence numbers in the opposite order of their ids, and readers
+        // of the log would see seq 3 before seq 2. An advisory lock needs
+        // no transaction id, so whoever holds it gets its id (at the UPDATE)
+        // after the previous holder committed: ids, and so log positions,
+        // follow sequence numbers within a conversation.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2::text))",
+            &[&APPEND_LOCK_CLASS, &new.conversation_id.0.to_string()],
+        )
+        .await
+        .map_err(pg)?;
 
         // The next number, under the conversation's row lock until commit.
         // Membership is part of the condition: no row means no conversation

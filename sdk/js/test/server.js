@@ -39,7 +39,7 @@ export class NatterServer {
       NATTER_STREAM__COMMANDS_PER_SECOND: '1000',
       ...this.env,
     });
-    const child = spawn(NATTER_BIN, ['serve', '--http', this.addr, '--data-dir', this.dataDir], {
+    const child = spawn(NATTER_BIN, ['serve', '--http', this.addr, '--xmpp', '127.0.0.1:0', '--xmpps', '127.0.0.1:0', '--data-dir', this.dataDir], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

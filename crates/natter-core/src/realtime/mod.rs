@@ -23,7 +23,13 @@
 //!
 //! Presence and typing are ephemeral: kept in memory, sent live, never
 //! replayed.
+//!
+//! In a cluster, every node runs its own tailer over the shared log, so a
+//! message reaches the recipients' sessions on every node from the store;
+//! the bus (see `cluster`) only wakes the other tailers at once and
+//! carries what the store does not hold: presence, typing, revocations.
 
+mod cluster;
 mod presence;
 mod registry;
 mod stream;
@@ -33,6 +39,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use natter_bus::{Bus, NodeId};
+
 use natter_types::{
     ConversationId, Event, EventKind, EventPos, Message, SessionId, Timestamp, UserId, Username,
 };
@@ -41,7 +49,7 @@ use tokio::task::JoinHandle;
 
 use crate::{Caller, CoreResult, Hub};
 
-pub use presence::PresenceStatus;
+pub use presence::{HEARTBEAT as PRESENCE_HEARTBEAT, LEASE as PRESENCE_LEASE, PresenceStatus};
 pub use stream::{PollOutcome, Stream, StreamEnd};
 
 pub(crate) use presence::Presence;
@@ -52,6 +60,14 @@ pub(crate) use typing::Typing;
 pub const TYPING_TTL: Duration = Duration::from_secs(6);
 /// How long a long-poll client counts as online after its last poll ends.
 pub const POLL_PRESENCE_GRACE: Duration = Duration::from_secs(40);
+/// How often the tailer reads the log without a wake-up while the bus is
+/// down, or when there is only the store to rely on: this bounds the
+/// latency of events written by other nodes then.
+pub const LOG_POLL: Duration = Duration::from_millis(200);
+/// How often the tailer reads the log without a wake-up while the bus is
+/// up: wake-ups come from every node then, and this poll only catches a
+/// lost one.
+pub const LOG_POLL_BUS_UP: Duration = Duration::from_secs(2);
 /// Events read from the store per page, when catching up or tailing.
 pub(crate) const PAGE: u32 = 500;
 /// Groups larger than this do not broadcast receipts: every member's
@@ -140,6 +156,14 @@ pub(crate) struct Realtime {
     pub typing: Typing,
     /// Woken after every commit that appended events.
     pub wake: Notify,
+    /// Woken with `wake` for this node's commits: tells the other nodes.
+    bus_wake: Notify,
+    /// This process's identity on the bus.
+    node: NodeId,
+    bus: Arc<dyn Bus>,
+    /// Notices on their way to the bus.
+    outbox: tokio::sync::mpsc::Sender<natter_bus::Notice>,
+    outbox_rx: Mutex<Option<tokio::sync::mpsc::Receiver<natter_bus::Notice>>>,
     /// Members of conversations with local recipients, by conversation.
     members: Mutex<HashMap<ConversationId, Arc<Vec<Username>>>>,
     /// Delivered markers waiting to be written, highest seq per member.
@@ -153,12 +177,18 @@ pub(crate) struct Realtime {
 const MEMBER_CACHE_MAX: usize = 50_000;
 
 impl Realtime {
-    pub fn new(queue: usize) -> Self {
+    pub fn new(queue: usize, bus: Option<Arc<dyn Bus>>) -> Self {
+        let (outbox, outbox_rx) = tokio::sync::mpsc::channel(cluster::OUTBOX);
         Self {
             registry: Registry::new(queue),
             presence: Presence::default(),
             typing: Typing::default(),
             wake: Notify::new(),
+            bus_wake: Notify::new(),
+            node: NodeId::random(),
+            bus: bus.unwrap_or_else(cluster::local_bus),
+            outbox,
+            outbox_rx: Mutex::new(Some(outbox_rx)),
             members: Mutex::default(),
             pending_delivered: Mutex::default(),
             delivered_wake: Notify::new(),
@@ -188,30 +218,48 @@ impl Hub {
     /// Tells the tailer that new events were committed.
     pub(crate) fn wake_tailer(&self) {
         self.rt().wake.notify_one();
+        self.rt().bus_wake.notify_one();
     }
 
     /// Starts the node's real-time tasks: the tailer that fans events out,
-    /// the writer of delivered markers, and the sweeper that expires typing
-    /// and long-poll presence.
+    /// the writer of delivered markers, the sweeper that expires typing
+    /// and presence, and the tasks of the cluster bus. Called once.
     pub async fn start_realtime(&self) -> CoreResult<RealtimeTasks> {
         let start = self.store().event_head().await?;
-        let tailer = tokio::spawn(self.clone().tail(start));
-        let delivered = tokio::spawn(self.clone().write_delivered());
-        let sweeper = tokio::spawn(self.clone().sweep());
-        Ok(RealtimeTasks {
-            tasks: vec![tailer, delivered, sweeper],
-        })
+        let outbox = self
+            .rt()
+            .outbox_rx
+            .lock()
+            .expect("outbox")
+            .take()
+            .expect("real-time tasks start once per hub");
+        let mut tasks = vec![
+            tokio::spawn(self.clone().tail(start)),
+            tokio::spawn(self.clone().write_delivered()),
+            tokio::spawn(self.clone().sweep()),
+        ];
+        tasks.extend(self.start_cluster(outbox));
+        Ok(RealtimeTasks { tasks })
     }
 
     async fn tail(self, mut pos: EventPos) {
         // Events can become visible without a wake-up on this node (written
-        // by another node, or held back behind an older open transaction),
-        // so the log is also polled.
-        const POLL: Duration = Duration::from_millis(200);
+        // by another node whose wake-up was lost, or held back behind an
+        // older open transaction), so the log is also polled: rarely while
+        // the bus brings wake-ups, often while it does not.
+        let mut health = self.rt().bus.health();
         loop {
+            let poll = if health.borrow_and_update().is_up() {
+                LOG_POLL_BUS_UP
+            } else {
+                LOG_POLL
+            };
             tokio::select! {
                 _ = self.rt().wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(poll) => {}
+                // The bus came back or went away: read now (notices may
+                // have been lost) and pick the new interval.
+                Ok(()) = health.changed() => {}
             }
             loop {
                 let page = match self.store().events_after(pos, PAGE).await {
@@ -359,14 +407,15 @@ impl Hub {
             for (conversation, user) in self.rt().typing.expired() {
                 self.broadcast_typing(conversation, &user, false).await;
             }
-            for change in self.rt().presence.expire_leases() {
-                self.presence_changed(change).await;
-            }
+            let bus_down = !self.rt().bus.health().borrow().is_up();
+            let changes = self.rt().presence.expire(bus_down);
+            self.apply_presence(changes, true).await;
             self.expire_poll_slots();
         }
     }
 
-    /// Sends an ephemeral item to every local session of the given users.
+    /// Sends an ephemeral item to every session of the given users
+    /// connected here.
     pub(crate) fn send_ephemeral(&self, users: &[Username], item: Item, except: Option<&Username>) {
         let out = Outbound::new(item);
         self.rt().registry.send_to_names(users, &out, except);
@@ -376,6 +425,10 @@ impl Hub {
     /// `sessions` (or, with `None`, every stream but `keep`'s).
     pub(crate) fn revoke_streams(&self, user: UserId, sessions: Revoked) {
         self.rt().registry.revoke(user, sessions);
+        self.publish(natter_bus::Notice::Revoke {
+            user,
+            scope: cluster::scope_out(sessions),
+        });
     }
 }
 

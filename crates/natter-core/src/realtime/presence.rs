@@ -1,24 +1,42 @@
-//! Presence: who is online, from the connections each user has open here.
+//! Presence: who is online, from the connections each user has open,
+//! on this node and on the others.
 //!
 //! A user is online while any connection says online, away while all say
 //! away, offline with none. A WebSocket counts while it is open; a
 //! long-poll client holds a lease renewed by every poll, so it stays online
 //! between polls and goes offline once it stops polling.
+//!
+//! Across a cluster, each node aggregates its own connections per user and
+//! reports that aggregate on the bus when it changes, and all of it in a
+//! full report every [`HEARTBEAT`]. Every node combines its own aggregate
+//! with the reports of the others (best status wins) and announces changes
+//! of the combination to its own sessions. A report holds for [`LEASE`]:
+//! a node that dies stops reporting and its users go offline everywhere
+//! once the lease runs out. While the bus is down nobody can report, so
+//! leases are held rather than expired, and expire only a full lease after
+//! the bus returns without a report.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use natter_bus::{NodeId, NodePresence};
 use natter_types::{SessionId, UserId, Username};
 
 use super::Item;
 use crate::{Caller, CoreResult, Hub, now};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How often a node reports all of its users' presence.
+pub const HEARTBEAT: Duration = Duration::from_secs(3);
+/// How long a node's report holds without being renewed.
+pub const LEASE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PresenceStatus {
-    Online,
-    Away,
+    // Ordered from least to most present: the best one wins.
     Offline,
+    Away,
+    Online,
 }
 
 impl PresenceStatus {
@@ -44,15 +62,28 @@ struct Conn {
     lease_until: Option<Instant>,
 }
 
+/// Another node's report about one user.
+#[derive(Debug)]
+struct Remote {
+    status: PresenceStatus,
+    until: Instant,
+}
+
 #[derive(Debug)]
 struct UserPresence {
     username: Username,
+    /// This node's connections.
     conns: HashMap<ConnKey, Conn>,
+    /// The other nodes' reports.
+    remote: HashMap<NodeId, Remote>,
+    /// The aggregate of `conns` last reported to the other nodes.
+    reported: PresenceStatus,
+    /// The cluster-wide status last announced to sessions here.
     shown: PresenceStatus,
 }
 
 impl UserPresence {
-    fn aggregate(&self) -> PresenceStatus {
+    fn local(&self) -> PresenceStatus {
         if self
             .conns
             .values()
@@ -66,18 +97,48 @@ impl UserPresence {
         }
     }
 
-    /// The new status if it differs from the one last shown.
-    fn changed(&mut self) -> Option<PresenceStatus> {
-        let now = self.aggregate();
-        (now != self.shown).then(|| {
-            self.shown = now;
-            now
-        })
+    fn cluster(&self) -> PresenceStatus {
+        self.remote
+            .values()
+            .map(|r| r.status)
+            .fold(self.local(), PresenceStatus::max)
+    }
+
+    fn idle(&self) -> bool {
+        self.conns.is_empty() && self.remote.is_empty()
+    }
+
+    /// What changed since the last call: this node's aggregate (to report)
+    /// and the cluster-wide status (to announce).
+    fn changes(&mut self, user: UserId, out: &mut Changes) {
+        let local = self.local();
+        if local != self.reported {
+            self.reported = local;
+            out.reports.push(NodePresence {
+                user,
+                username: self.username.clone(),
+                status: super::cluster::status_out(local),
+            });
+        }
+        let cluster = self.cluster();
+        if cluster != self.shown {
+            self.shown = cluster;
+            out.announce.push((user, self.username.clone(), cluster));
+        }
     }
 }
 
-/// A change to announce.
+/// A change to announce to this node's sessions.
 pub(crate) type Change = (UserId, Username, PresenceStatus);
+
+/// The outcome of a presence update.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// Users whose aggregate on this node changed: tell the other nodes.
+    pub reports: Vec<NodePresence>,
+    /// Users whose cluster-wide status changed: tell the sessions here.
+    pub announce: Vec<Change>,
+}
 
 #[derive(Default)]
 pub(crate) struct Presence {
@@ -85,6 +146,20 @@ pub(crate) struct Presence {
 }
 
 impl Presence {
+    fn entry<'a>(
+        users: &'a mut HashMap<UserId, UserPresence>,
+        user: UserId,
+        username: &Username,
+    ) -> &'a mut UserPresence {
+        users.entry(user).or_insert_with(|| UserPresence {
+            username: username.clone(),
+            conns: HashMap::new(),
+            remote: HashMap::new(),
+            reported: PresenceStatus::Offline,
+            shown: PresenceStatus::Offline,
+        })
+    }
+
     pub fn set(
         &self,
         user: UserId,
@@ -92,13 +167,9 @@ impl Presence {
         key: ConnKey,
         status: PresenceStatus,
         lease: Option<Duration>,
-    ) -> Option<Change> {
+    ) -> Changes {
         let mut users = self.users.lock().expect("presence");
-        let entry = users.entry(user).or_insert_with(|| UserPresence {
-            username: username.clone(),
-            conns: HashMap::new(),
-            shown: PresenceStatus::Offline,
-        });
+        let entry = Self::entry(&mut users, user, username);
         entry.conns.insert(
             key,
             Conn {
@@ -106,34 +177,101 @@ impl Presence {
                 lease_until: lease.map(|l| Instant::now() + l),
             },
         );
-        entry.changed().map(|s| (user, entry.username.clone(), s))
+        let mut out = Changes::default();
+        entry.changes(user, &mut out);
+        out
     }
 
-    pub fn remove(&self, user: UserId, key: ConnKey) -> Option<Change> {
+    pub fn remove(&self, user: UserId, key: ConnKey) -> Changes {
+        let mut out = Changes::default();
         let mut users = self.users.lock().expect("presence");
-        let entry = users.get_mut(&user)?;
+        let Some(entry) = users.get_mut(&user) else {
+            return out;
+        };
         entry.conns.remove(&key);
-        let change = entry.changed().map(|s| (user, entry.username.clone(), s));
-        if entry.conns.is_empty() {
+        entry.changes(user, &mut out);
+        if entry.idle() {
             users.remove(&user);
         }
-        change
+        out
     }
 
-    pub fn expire_leases(&self) -> Vec<Change> {
-        let now = Instant::now();
+    /// Takes in another node's report. A full report replaces everything
+    /// that node said before.
+    pub fn remote_report(&self, node: NodeId, full: bool, report: &[NodePresence]) -> Changes {
+        let until = Instant::now() + LEASE;
+        let mut out = Changes::default();
         let mut users = self.users.lock().expect("presence");
-        let mut changes = Vec::new();
+        let mut touched = Vec::with_capacity(report.len());
+        for p in report {
+            let entry = Self::entry(&mut users, p.user, &p.username);
+            let status = super::cluster::status_in(p.status);
+            if status == PresenceStatus::Offline {
+                entry.remote.remove(&node);
+            } else {
+                entry.remote.insert(node, Remote { status, until });
+            }
+            touched.push(p.user);
+        }
+        if full {
+            for (user, entry) in users.iter_mut() {
+                if entry.remote.contains_key(&node) && !report.iter().any(|p| p.user == *user) {
+                    entry.remote.remove(&node);
+                    touched.push(*user);
+                }
+            }
+        }
+        for user in touched {
+            if let Some(entry) = users.get_mut(&user) {
+                entry.changes(user, &mut out);
+                if entry.idle() {
+                    users.remove(&user);
+                }
+            }
+        }
+        out
+    }
+
+    /// Ends long-poll leases that ran out and other nodes' reports that
+    /// were not renewed; with `hold_remote` (the bus is down, so nobody
+    /// could renew), reports are kept and their leases start over.
+    pub fn expire(&self, hold_remote: bool) -> Changes {
+        self.expire_at(Instant::now(), hold_remote)
+    }
+
+    fn expire_at(&self, now: Instant, hold_remote: bool) -> Changes {
+        let mut users = self.users.lock().expect("presence");
+        let mut out = Changes::default();
         for (user, entry) in users.iter_mut() {
             entry
                 .conns
                 .retain(|_, c| c.lease_until.is_none_or(|t| t > now));
-            if let Some(s) = entry.changed() {
-                changes.push((*user, entry.username.clone(), s));
+            if hold_remote {
+                for r in entry.remote.values_mut() {
+                    r.until = r.until.max(now + LEASE);
+                }
+            } else {
+                entry.remote.retain(|_, r| r.until > now);
             }
+            entry.changes(*user, &mut out);
         }
-        users.retain(|_, e| !e.conns.is_empty());
-        changes
+        users.retain(|_, e| !e.idle());
+        out
+    }
+
+    /// This node's aggregate for every user connected here: a full report.
+    pub fn full_report(&self) -> Vec<NodePresence> {
+        self.users
+            .lock()
+            .expect("presence")
+            .iter()
+            .filter(|(_, e)| !e.conns.is_empty())
+            .map(|(user, e)| NodePresence {
+                user: *user,
+                username: e.username.clone(),
+                status: super::cluster::status_out(e.local()),
+            })
+            .collect()
     }
 
     /// The status a connection last set, online for a new one.
@@ -147,6 +285,7 @@ impl Presence {
             .unwrap_or(PresenceStatus::Online)
     }
 
+    /// The cluster-wide status.
     pub fn status(&self, user: UserId) -> PresenceStatus {
         self.users
             .lock()
@@ -158,13 +297,34 @@ impl Presence {
 }
 
 impl Hub {
+    /// Reports this node's changes to the other nodes and announces
+    /// cluster-wide changes to the sessions here. `record` is set where
+    /// the change started here (or a lease ran out here): only then is
+    /// the last-seen time written, so a cluster writes it once, not once
+    /// per node.
+    pub(crate) async fn apply_presence(&self, changes: Changes, record: bool) {
+        if !changes.reports.is_empty() {
+            self.publish(natter_bus::Notice::Presence {
+                full: false,
+                users: changes.reports,
+            });
+        }
+        for change in changes.announce {
+            self.presence_changed(change, record).await;
+        }
+    }
+
     /// Announces a presence change to the user's audience and the user's
-    /// own sessions; going offline records the last-seen time.
-    pub(crate) async fn presence_changed(&self, (user, username, status): Change) {
+    /// own sessions connected here; going offline records the last-seen
+    /// time when `record`.
+    async fn presence_changed(&self, (user, username, status): Change, record: bool) {
+        if !record && self.rt().registry.is_empty() {
+            return;
+        }
         let mut last_seen_at = None;
         if status == PresenceStatus::Offline {
             let at = now();
-            if let Err(e) = self.store().set_last_seen(user, at).await {
+            if record && let Err(e) = self.store().set_last_seen(user, at).await {
                 tracing::warn!(error = %e, "last seen not recorded");
             }
             last_seen_at = Some(at);
@@ -192,19 +352,16 @@ impl Hub {
         status: PresenceStatus,
         lease: Option<Duration>,
     ) {
-        if let Some(change) =
+        let changes =
             self.rt()
                 .presence
-                .set(caller.user.id, &caller.user.username, key, status, lease)
-        {
-            self.presence_changed(change).await;
-        }
+                .set(caller.user.id, &caller.user.username, key, status, lease);
+        self.apply_presence(changes, true).await;
     }
 
     pub(crate) async fn drop_connection_presence(&self, user: UserId, key: ConnKey) {
-        if let Some(change) = self.rt().presence.remove(user, key) {
-            self.presence_changed(change).await;
-        }
+        let changes = self.rt().presence.remove(user, key);
+        self.apply_presence(changes, true).await;
     }
 
     /// The presence of everyone whose presence the caller sees, for a
@@ -226,5 +383,94 @@ impl Hub {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> (UserId, Username) {
+        (UserId(1), Username::parse("alice").unwrap())
+    }
+
+    fn report(status: natter_bus::Status) -> Vec<NodePresence> {
+        let (user, username) = alice();
+        vec![NodePresence {
+            user,
+            username,
+            status,
+        }]
+    }
+
+    fn announced(c: &Changes) -> Vec<PresenceStatus> {
+        c.announce.iter().map(|(_, _, s)| *s).collect()
+    }
+
+    #[test]
+    fn the_best_status_of_any_node_wins() {
+        let p = Presence::default();
+        let (user, name) = alice();
+        let other = NodeId::random();
+        let c = p.set(user, &name, ConnKey::Stream(1), PresenceStatus::Away, None);
+        assert_eq!(announced(&c), [PresenceStatus::Away]);
+        assert_eq!(c.reports.len(), 1, "the other nodes are told");
+        let c = p.remote_report(other, false, &report(natter_bus::Status::Online));
+        assert_eq!(announced(&c), [PresenceStatus::Online]);
+        assert!(c.reports.is_empty(), "remote news is not re-reported");
+        // Leaving here changes nothing while the other node has her.
+        let c = p.remove(user, ConnKey::Stream(1));
+        assert!(c.announce.is_empty());
+        assert_eq!(c.reports.len(), 1);
+        assert_eq!(p.status(user), PresenceStatus::Online);
+        // A full report without her: she is gone there too.
+        let c = p.remote_report(other, true, &[]);
+        assert_eq!(announced(&c), [PresenceStatus::Offline]);
+        assert_eq!(p.status(user), PresenceStatus::Offline);
+        assert!(p.full_report().is_empty());
+    }
+
+    #[test]
+    fn a_silent_node_expires_unless_the_bus_is_down() {
+        let p = Presence::default();
+        let (user, _) = alice();
+        let other = NodeId::random();
+        p.remote_report(other, true, &report(natter_bus::Status::Online));
+        assert_eq!(p.status(user), PresenceStatus::Online);
+        let later = Instant::now() + LEASE + Duration::from_secs(1);
+        // Bus down: nobody could renew, so the report is held...
+        assert!(p.expire_at(later, true).announce.is_empty());
+        assert_eq!(p.status(user), PresenceStatus::Online);
+        // ...for a full lease from then.
+        assert!(p.expire_at(later, false).announce.is_empty());
+        let c = p.expire_at(later + LEASE + Duration::from_secs(1), false);
+        assert_eq!(announced(&c), [PresenceStatus::Offline]);
+    }
+
+    #[test]
+    fn full_reports_list_local_aggregates_only() {
+        let p = Presence::default();
+        let (user, name) = alice();
+        p.set(user, &name, ConnKey::Stream(1), PresenceStatus::Away, None);
+        p.set(
+            user,
+            &name,
+            ConnKey::Stream(2),
+            PresenceStatus::Online,
+            None,
+        );
+        p.remote_report(
+            NodeId::random(),
+            false,
+            &[NodePresence {
+                user: UserId(2),
+                username: Username::parse("bob").unwrap(),
+                status: natter_bus::Status::Online,
+            }],
+        );
+        let full = p.full_report();
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].user, user);
+        assert_eq!(full[0].status, natter_bus::Status::Online);
     }
 }

@@ -126,6 +126,21 @@ impl Registry {
         }
     }
 
+    /// Queues an ephemeral `out` for the sessions of `user` here, or only
+    /// the one that authenticated with `session`. A full queue skips it:
+    /// ephemeral items are not worth dropping a session for.
+    pub fn send_to_user(&self, user: UserId, session: Option<SessionId>, out: &Arc<Outbound>) {
+        let inner = self.inner.lock().expect("registry");
+        let Some(slots) = inner.by_user.get(&user) else {
+            return;
+        };
+        for slot in slots {
+            if session.is_none_or(|s| s == slot.session) {
+                let _ = slot.tx.try_send(out.clone());
+            }
+        }
+    }
+
     fn send_locked(inner: &mut Inner, user: UserId, out: &Arc<Outbound>) {
         let Some(slots) = inner.by_user.get_mut(&user) else {
             return;

@@ -1,5 +1,11 @@
 //! Typing notifications: ephemeral, expiring on their own after
 //! [`TYPING_TTL`](super::TYPING_TTL) unless renewed, never stored.
+//!
+//! Every node keeps the whole cluster's typing state: starts, renewals and
+//! stops go on the bus, each node applies them to its table and tells its
+//! own sessions of changes, and each node expires entries by itself. So a
+//! message sent through any node ends its sender's typing everywhere, and
+//! typing of a user on a node that died still ends after the TTL.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -32,6 +38,16 @@ impl Typing {
             .expect("typing")
             .remove(&(conversation, user.clone()))
             .is_some()
+    }
+
+    /// Marks or clears typing as another node reported it; returns
+    /// whether this node's sessions must be told.
+    pub fn remote(&self, conversation: ConversationId, user: &Username, active: bool) -> bool {
+        if active {
+            self.start(conversation, user)
+        } else {
+            self.stop(conversation, user)
+        }
     }
 
     pub fn expired(&self) -> Vec<(ConversationId, Username)> {
@@ -69,6 +85,10 @@ impl Hub {
         if changed {
             self.broadcast_typing(conversation, user, active).await;
         }
+        // Renewals go out too, so the other nodes' expiry stays in step.
+        if changed || active {
+            self.publish_typing(conversation, user, active);
+        }
         Ok(())
     }
 
@@ -76,9 +96,19 @@ impl Hub {
     pub(crate) async fn stop_typing_on_send(&self, conversation: ConversationId, user: &Username) {
         if self.rt().typing.stop(conversation, user) {
             self.broadcast_typing(conversation, user, false).await;
+            self.publish_typing(conversation, user, false);
         }
     }
 
+    fn publish_typing(&self, conversation: ConversationId, user: &Username, active: bool) {
+        self.publish(natter_bus::Notice::Typing {
+            conversation,
+            user: user.clone(),
+            active,
+        });
+    }
+
+    /// Tells the sessions here of a typing change.
     pub(crate) async fn broadcast_typing(
         &self,
         conversation: ConversationId,

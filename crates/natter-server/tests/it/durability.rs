@@ -52,6 +52,7 @@ fn spawn_natter(data_dir: &std::path::Path, database: Option<&str>) -> (Proc, St
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_natter"));
     cmd.args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .args(["--xmpp", "127.0.0.1:0", "--xmpps", "127.0.0.1:0"])
         .env("NATTER_LOG", "info")
         .env("NO_COLOR", "1")
         .env("NATTER_ACCOUNTS__SCRAM_ITERATIONS", "4096")

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod cli;
+mod cluster;
 mod contacts;
 mod conversations;
 mod durability;

@@ -10,6 +10,10 @@ async fn health_readiness_metrics() {
     let ready = anon.get("/readyz").await;
     assert_eq!(ready.expect(200)["checks"][0]["name"], "database");
     assert_eq!(ready.body["checks"][0]["ok"], true);
+    // A node working alone has its in-process bus, always up.
+    assert_eq!(ready.body["checks"][1]["name"], "bus");
+    assert_eq!(ready.body["checks"][1]["ok"], true);
+    assert_eq!(ready.body["status"], "ok");
     server.user("alice").await;
     let metrics = anon.get("/metrics").await;
     assert_eq!(metrics.status, 200);
