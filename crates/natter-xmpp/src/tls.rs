@@ -45,15 +45,61 @@ pub fn server_config(source: &CertSource) -> anyhow::Result<Arc<ServerConfig>> {
 fn self_signed(domain: &str, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let cert = dir.join("xmpp-cert.pem");
     let key = dir.join("xmpp-key.pem");
+    // The key is renamed into place before the certificate, so a
+    // certificate means both are complete.
     if cert.exists() && key.exists() {
         return Ok((cert, key));
     }
     std::fs::create_dir_all(dir)?;
+    // Nodes sharing a data directory may start together: one makes the
+    // pair under a lock file, the others wait for it.
+    let lock = dir.join("xmpp-cert.lock");
+    for _ in 0..400 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(_) => {
+                let made = generate(domain, &cert, &key);
+                let _ = std::fs::remove_file(&lock);
+                made?;
+                return Ok((cert, key));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if cert.exists() && key.exists() {
+                    return Ok((cert, key));
+                }
+                // A maker that died leaves its lock behind.
+                let stale = std::fs::metadata(&lock)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(30));
+                if stale {
+                    let _ = std::fs::remove_file(&lock);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("timed out waiting for {} to be made", cert.display())
+}
+
+fn generate(domain: &str, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    if cert.exists() && key.exists() {
+        return Ok(());
+    }
     let generated = rcgen::generate_simple_self_signed(vec![domain.to_owned()])?;
-    write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert, generated.cert.pem())?;
+    let key_tmp = key.with_extension("pem.tmp");
+    let cert_tmp = cert.with_extension("pem.tmp");
+    write_private(&key_tmp, generated.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(&cert_tmp, generated.cert.pem())?;
+    std::fs::rename(&key_tmp, key)?;
+    std::fs::rename(&cert_tmp, cert)?;
     tracing::info!(cert = %cert.display(), %domain, "generated a self-signed XMPP certificate");
-    Ok((cert, key))
+    Ok(())
 }
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -79,7 +125,16 @@ mod tests {
             domain: "chat.example".into(),
             dir: dir.path().into(),
         };
-        server_config(&source).unwrap();
+        // several nodes starting at once on one directory agree on one pair
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let source = source.clone();
+                std::thread::spawn(move || server_config(&source).unwrap())
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
         let first = std::fs::read(dir.path().join("xmpp-cert.pem")).unwrap();
         server_config(&source).unwrap();
         assert_eq!(

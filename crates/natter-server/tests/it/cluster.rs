@@ -147,8 +147,8 @@ impl Cluster {
     fn spawn_node(&self, database: &str) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
             .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
-            .args(["--xmpp", "127.0.0.1:0", "--xmpps", "127.0.0.1:0"])
             .arg(self.dir.path())
+            .args(["--xmpp", "127.0.0.1:0", "--xmpps", "127.0.0.1:0"])
             .args(["--database", database, "--bus", &self.nats.url()])
             .env("NATTER_LOG", "info")
             .env("NO_COLOR", "1")
