@@ -8,8 +8,8 @@ import uuid
 from slixmpp import JID
 
 from harness import (
-    NS_CHATSTATES, NS_MARKERS, NS_RECEIPTS, NS_SID, attr, befriend, chat_from, child, new_user,
-    payload_from, presence_from, stanza_id,
+    NS_CARBONS, NS_CHATSTATES, NS_FORWARD, NS_MARKERS, NS_RECEIPTS, NS_SID, attr, barrier,
+    befriend, chat_from, child, new_user, payload_from, presence_from, stanza_id,
 )
 
 
@@ -187,3 +187,39 @@ async def test_edits_and_deletes_reach_the_other_side(server, clients):
                                 since=mark)
     assert ev["data"]["message"]["body"] == "hello"
     assert ev["data"]["message"]["client_id"] == orig["id"]
+
+
+async def test_one_account_on_both_protocols(server, clients):
+    """A user with a web session and an XMPP client: what the web sends
+    reaches the XMPP client as a XEP-0280 sent carbon, what the XMPP
+    client sends shows up on the web stream, and presence is the user's
+    (online while any of the two is)."""
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    befriend(alice, bob)
+    web = await clients.stream(alice)
+    phone = await clients.connect(alice, "phone")
+    await phone.plugin["xep_0280"].enable()
+    b = await clients.connect(bob, "laptop")
+    conv = alice.direct(bob)
+
+    await web.command("send", conversation_id=conv, client_id="w-1", body="from the browser")
+    await b.inbox.expect(chat_from(alice, "from the browser"), "the web message")
+    carbon = await phone.inbox.expect(
+        lambda s: child(s, "sent", NS_CARBONS) is not None and "from the browser" in str(s),
+        "a sent carbon of the web message")
+    inner = child(carbon, "sent", NS_CARBONS).find(f"{{{NS_FORWARD}}}forwarded/{{jabber:client}}message")
+    assert inner.get("id") == "w-1" and inner.get("to").split("/")[0] == bob.jid
+
+    mark = web.frames.mark()
+    phone.chat(bob, "from the phone")
+    await web.frames.expect(created(conv, alice, "from the phone"), "the phone's message on the web",
+                            since=mark)
+
+    # The phone goes away, the browser is still online: alice is online.
+    mark = b.inbox.mark()
+    await phone.go_available(show="away")
+    await barrier(phone, alice, bob, b)
+    assert b.inbox.matching(presence_from(alice, "available", show="away"), since=mark) == []
+    # The browser leaves too: now alice is away.
+    await web.close()
+    await b.inbox.expect(presence_from(alice, "available", show="away"), "alice away", since=mark)

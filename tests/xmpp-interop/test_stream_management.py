@@ -69,6 +69,12 @@ async def resumption(server, clients, server_notices: bool) -> None:
     assert sorted(m["body"] for m in missed) == ["while you were cut off 1", "while you were cut off 2"]
     await b.inbox.expect(chat_from(alice, "typed while offline"), "alice's queued message")
 
+    # The counts agree after resumption: the server has handled exactly
+    # what slixmpp sent (the resent message included).
+    sm = a.plugin["xep_0198"]
+    sm.request_ack()
+    await a.inbox.expect(is_ack(sm.seq), f"<a h='{sm.seq}'/> after resumption", since=mark)
+
     # Nothing twice: one more exchange, then count.
     b.chat(alice, "after")
     await a.inbox.expect(chat_from(bob, "after"), "the message after")
