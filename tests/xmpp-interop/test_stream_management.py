@@ -2,8 +2,6 @@
 and resumption after the TCP connection is cut, with nothing lost and
 nothing twice."""
 
-import pytest
-
 from harness import NS_SM, attr, chat_from, new_user, tag
 
 
@@ -98,8 +96,6 @@ async def test_resumption_after_the_connection_is_cut(server, clients):
     await resumption(server, clients, server_notices=True)
 
 
-@pytest.mark.xfail(strict=True, reason="interop bug B3: <resume/> of a session whose old "
-                   "connection the server has not seen drop yet fails with item-not-found")
 async def test_resumption_before_the_server_notices_the_cut(server, clients):
     """The old connection is still open on the server's side (no FIN ever
     reached it) when the client comes back: XEP-0198 lets the new stream
