@@ -1,6 +1,8 @@
 """Roster management (RFC 6121 section 2) with pushes to every resource,
 and presence (section 4) as a contact sees it."""
 
+import pytest
+
 from harness import NS_ROSTER, attr, barrier, befriend, child, is_iq, new_user, presence_from
 
 
@@ -155,3 +157,39 @@ async def test_presence_is_not_shared_with_strangers(server, clients):
     await a.go_available(show="away")
     await barrier(c, carol, mallory, m)
     assert m.inbox.matching(presence_from(alice)) == []
+
+
+async def test_status_text_reaches_contacts(server, clients):
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    befriend(alice, bob)
+    b = await clients.connect(bob, "laptop")
+    a = await clients.connect(alice, "phone")
+    mark = b.inbox.mark()
+    a.send_presence(pshow="away", pstatus="In a meeting")
+    got = await b.inbox.expect(presence_from(alice, "available", show="away"), "alice away",
+                               since=mark)
+    assert got["status"] == "In a meeting"
+
+
+@pytest.mark.xfail(strict=True, reason="interop bug B5: a declined subscription's "
+                   "'unsubscribed' never reaches the requester")
+async def test_a_declined_subscription_shares_nothing(server, clients):
+    """Bob declines (RFC 6121 3.2): alice gets 'unsubscribed' and never
+    bob's presence."""
+    alice, bob, carol = new_user(server, "alice"), new_user(server, "bob"), new_user(server, "carol")
+    a = await clients.connect(alice, "one")
+    b = await clients.connect(bob, "one")
+    c = await clients.connect(carol, "one")
+    b.roster[bob.jid].auto_authorize = False
+    b.roster[bob.jid].auto_subscribe = False
+    mark = a.inbox.mark()
+    a.send_presence_subscription(bob.jid)
+    await b.inbox.expect(presence_from(alice, "subscribe"), "the request")
+    b.send_presence(pto=alice.jid, ptype="unsubscribed")
+    await a.inbox.expect(presence_from(bob, "unsubscribed"), "bob's refusal", since=mark)
+    await b.go_available(show="away")
+    # Carol's message is a barrier for alice's queue.
+    await barrier(c, carol, alice, a)
+    assert a.inbox.matching(presence_from(bob, "available"), since=mark) == []
+    roster = await a.get_roster()
+    assert roster["roster"]["items"][bob.jid]["subscription"] in ("none", "from")

@@ -116,3 +116,49 @@ async def test_resuming_an_unknown_session_fails_cleanly(server, clients):
     # The server answers <failed/>; slixmpp then binds a new session.
     await a.events.expect(lambda e: e[0] == "sm_failed", "<failed/>", since=mark)
     await a.events.expect(lambda e: e[0] == "session_start", "a new session", since=mark)
+
+
+async def test_many_messages_during_a_cut_arrive_once_in_order(server, clients):
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    proxy = await clients.proxy()
+    a = await clients.connect(alice, "phone", stream_management=True, via=proxy)
+    b = await clients.connect(bob, "laptop")
+    emark = a.events.mark()
+    proxy.cut(server_notices=False)
+    await a.events.expect(lambda e: e[0] == "disconnected", "disconnection", since=emark)
+    texts = [f"queued {i:02d}" for i in range(40)]
+    for t in texts:
+        b.chat(alice, t)
+    await b.round_trip()
+    mark, emark = a.inbox.mark(), a.events.mark()
+    a.connect(*a.address)
+    name, _ = await a.events.expect(
+        lambda e: e[0] in ("session_resumed", "session_start", "sm_failed"), "resumption",
+        since=emark)
+    assert name == "session_resumed"
+    got = await a.inbox.expect_n(chat_from(bob), len(texts), "queued messages", since=mark)
+    assert [m["body"] for m in got] == texts
+    b.chat(alice, "done")
+    await a.inbox.expect(chat_from(bob, "done"), "the last message", since=mark)
+    assert [m["body"] for m in a.inbox.matching(chat_from(bob))] == texts + ["done"]
+
+
+async def test_resuming_from_another_connection_ends_the_old_stream(server, clients):
+    """XEP-0198 section 5: the old stream, still open, ends with <conflict/>."""
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    old = await clients.connect(alice, "phone", stream_management=True)
+    b = await clients.connect(bob, "laptop")
+    sm = old.plugin["xep_0198"]
+    await old.round_trip()
+    new = clients.client(alice, "phone", stream_management=True)
+    new_sm = new.plugin["xep_0198"]
+    new_sm.sm_id, new_sm.handled = sm.sm_id, sm.handled
+    emark = old.events.mark()
+    new.connect(*new.address)
+    name, _ = await new.events.expect(
+        lambda e: e[0] in ("session_resumed", "session_start", "sm_failed"), "resumption")
+    assert name == "session_resumed"
+    _, error = await old.events.expect(lambda e: e[0] == "stream_error", "a stream error", since=emark)
+    assert error["condition"] == "conflict"
+    b.chat(alice, "to the new connection")
+    await new.inbox.expect(chat_from(bob, "to the new connection"), "the message")
