@@ -625,6 +625,15 @@ async def barrier(sender: Client, sender_user: User, to: User, *receivers: Clien
         await r.inbox.expect(chat_from(sender_user, text), "the barrier message")
 
 
+async def eventually(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    """Polls `check` until it holds (for state only visible over REST)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what}: not so within {timeout:.0f} s")
+        await asyncio.sleep(0.05)
+
+
 def not_barrier(pred: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda s: pred(s) and not (body(s) or "").startswith("barrier ")
 

@@ -2,7 +2,7 @@
 and resumption after the TCP connection is cut, with nothing lost and
 nothing twice."""
 
-from harness import NS_SM, attr, chat_from, new_user, tag
+from harness import NS_SM, attr, chat_from, eventually, new_user, tag
 
 
 def is_ack(h: int | None = None):
@@ -162,3 +162,40 @@ async def test_resuming_from_another_connection_ends_the_old_stream(server, clie
     assert error["condition"] == "conflict"
     b.chat(alice, "to the new connection")
     await new.inbox.expect(chat_from(bob, "to the new connection"), "the message")
+
+
+async def test_a_client_that_starts_afresh_after_a_cut_gets_what_it_missed(server, clients):
+    """The app was restarted rather than resumed: the parked session's
+    messages were never acknowledged, so the new session gets them as
+    offline messages."""
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    proxy = await clients.proxy()
+    a = await clients.connect(alice, "phone", stream_management=True, via=proxy)
+    b = await clients.connect(bob, "laptop")
+    b.chat(alice, "seen")
+    await a.inbox.expect(chat_from(bob, "seen"), "the first message")
+    # Alice acknowledges what she got (slixmpp would when the server asks);
+    # an unacknowledged message would rightly come again below.
+    a.plugin["xep_0198"].send_ack()
+    conv = alice.direct(bob)
+
+    def delivered() -> bool:
+        members = alice.api("GET", f"/api/v1/conversations/{conv}")["members"]
+        return {m["username"]: m for m in members}[alice.username]["delivered_seq"] >= 1
+
+    await eventually(delivered, "the acknowledged message counts as delivered")
+    emark = a.events.mark()
+    proxy.cut()
+    await a.events.expect(lambda e: e[0] == "disconnected", "disconnection", since=emark)
+    for text in ("missed 1", "missed 2"):
+        b.chat(alice, text)
+    await b.round_trip()
+
+    fresh = await clients.connect(alice, "phone2", stream_management=True)
+    got = await fresh.inbox.expect_n(chat_from(bob), 2, "the missed messages")
+    assert [m["body"] for m in got] == ["missed 1", "missed 2"]
+    assert all(m.xml.find("{urn:xmpp:delay}delay") is not None for m in got)
+    b.chat(alice, "live again")
+    await fresh.inbox.expect(chat_from(bob, "live again"), "a live message")
+    assert [m["body"] for m in fresh.inbox.matching(chat_from(bob))] == ["missed 1", "missed 2",
+                                                                         "live again"]
