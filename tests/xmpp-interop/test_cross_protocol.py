@@ -3,6 +3,7 @@ websockets, docs/protocol.md) talk to each other: messages, receipts,
 read markers, typing and presence in both directions, and one history
 with the same ids on both sides (XEP-0359 stanza id == REST message id)."""
 
+import asyncio
 import uuid
 
 from slixmpp import JID
@@ -223,3 +224,36 @@ async def test_one_account_on_both_protocols(server, clients):
     # The browser leaves too: now alice is away.
     await web.close()
     await b.inbox.expect(presence_from(alice, "available", show="away"), "alice away", since=mark)
+
+
+async def test_long_polling_user_and_xmpp_user(server, clients):
+    """The JSON API's other transport (GET/POST /api/v1/events) against
+    XMPP: a message each way, and the delivered receipt a returned poll
+    produces."""
+    rita, xavier = new_user(server, "rita"), new_user(server, "xavier")
+    x = await clients.connect(xavier, "phone")
+    conv = rita.direct(xavier)
+    cursor = rita.api("GET", "/api/v1/events?timeout=0")["cursor"]
+
+    sent = x.chat(rita, "are you polling?")
+    loop = asyncio.get_running_loop()
+    events = []
+    deadline = loop.time() + 10
+    while not any(e.get("event") == "message.created" for e in events):
+        assert loop.time() < deadline, f"no message.created by long-poll; got {events}"
+        page = await loop.run_in_executor(
+            None, lambda: rita.api("GET", f"/api/v1/events?cursor={cursor}&timeout=5"))
+        events += page["events"]
+        cursor = page["cursor"]
+    created = next(e for e in events if e.get("event") == "message.created")
+    assert created["data"]["message"]["body"] == "are you polling?"
+    assert created["data"]["message"]["client_id"] == sent["id"]
+    # The poll handed it to rita's device: xavier gets a receipt.
+    await x.inbox.expect(payload_from(rita, "received", NS_RECEIPTS, sent["id"]), "a receipt")
+
+    reply = rita.api("POST", "/api/v1/events",
+                     {"type": "send", "ref": "1", "conversation_id": conv, "client_id": "lp-1",
+                      "body": "yes, by long-poll"})
+    assert reply["ok"], reply
+    got = await x.inbox.expect(chat_from(rita, "yes, by long-poll"), "rita's reply")
+    assert stanza_id(got) == reply["data"]["message"]["id"]
