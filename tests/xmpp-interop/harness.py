@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -623,6 +623,15 @@ async def barrier(sender: Client, sender_user: User, to: User, *receivers: Clien
     sender.chat(to, text)
     for r in receivers:
         await r.inbox.expect(chat_from(sender_user, text), "the barrier message")
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    """Polls `check` until it holds (for state only visible over REST)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what}: not so within {timeout:.0f} s")
+        await asyncio.sleep(0.05)
 
 
 def not_barrier(pred: Callable[[Any], bool]) -> Callable[[Any], bool]:

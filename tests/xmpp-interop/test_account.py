@@ -3,7 +3,6 @@
 
 import uuid
 
-import pytest
 from slixmpp.exceptions import IqError
 
 from harness import DOMAIN, PASSWORD, Client, User, api, new_user
@@ -69,8 +68,6 @@ async def test_vcard_name_seen_by_others(server, clients):
     assert iq["vcard_temp"]["FN"] == "Bob the Builder"
 
 
-@pytest.mark.xfail(strict=True, reason="interop bug B4: one's own vCard shows the name as it "
-                   "was at log-in")
 async def test_vcard_name_both_ways(server, clients):
     alice, bob = new_user(server, "alice"), new_user(server, "bob")
     a = await clients.connect(alice, "phone")

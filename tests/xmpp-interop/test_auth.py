@@ -28,7 +28,6 @@ async def test_server_offers_scram_and_plain_under_tls(server, clients):
     user = new_user(server, "feat")
     c = clients.client(user, "feat", mech="SCRAM-SHA-256")
     offered = []
-    c.add_event_handler("stream_negotiated", lambda _: None)
     orig = c.plugin["feature_mechanisms"]._handle_sasl_auth
 
     def spy(features):

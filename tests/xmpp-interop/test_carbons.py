@@ -1,6 +1,8 @@
 """XEP-0280 message carbons between resources of one account, through
 slixmpp's carbons plugin."""
 
+import pytest
+
 from harness import NS_CARBONS, NS_FORWARD, NS_SID, attr, bare, barrier, chat_from, child, new_user
 
 
@@ -77,3 +79,29 @@ async def test_disabling_carbons_stops_the_copies(server, clients):
     await b.inbox.expect(chat_from(alice, "two"), "the message")
     await barrier(b, bob, alice, phone, desk)
     assert desk.inbox.matching(sent_carbon("two", bob.jid)) == []
+
+
+@pytest.mark.xfail(strict=True, reason="interop bug B6: displayed markers are not carbon-copied "
+                   "to the account's other resources")
+async def test_a_displayed_marker_from_one_device_reaches_the_others(server, clients):
+    """XEP-0280 copies every chat message one resource sends, markers
+    included: that is how the other devices learn a chat was read
+    (XEP-0333 section 5.1 relies on it)."""
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    phone = await clients.connect(alice, "phone")
+    desk = await clients.connect(alice, "desk")
+    await phone.plugin["xep_0280"].enable()
+    await desk.plugin["xep_0280"].enable()
+    b = await clients.connect(bob, "laptop")
+    b.chat(alice, "read me on one device")
+    got = await phone.inbox.expect(chat_from(bob, "read me on one device"), "the message")
+    await desk.inbox.expect(chat_from(bob, "read me on one device"), "the message")
+    phone.plugin["xep_0333"].send_marker(bob.jid, attr(got, "id"), "displayed", mtype="chat")
+    carbon = await desk.inbox.expect(
+        lambda s: child(s, "sent", NS_CARBONS) is not None
+        and s.xml.find(f"{{{NS_CARBONS}}}sent/{{{NS_FORWARD}}}forwarded/{{jabber:client}}message/"
+                       "{urn:xmpp:chat-markers:0}displayed") is not None,
+        "a sent carbon of the displayed marker")
+    marker = carbon.xml.find(f"{{{NS_CARBONS}}}sent/{{{NS_FORWARD}}}forwarded/{{jabber:client}}message/"
+                             "{urn:xmpp:chat-markers:0}displayed")
+    assert marker.get("id") == attr(got, "id")

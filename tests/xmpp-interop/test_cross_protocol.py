@@ -3,13 +3,14 @@ websockets, docs/protocol.md) talk to each other: messages, receipts,
 read markers, typing and presence in both directions, and one history
 with the same ids on both sides (XEP-0359 stanza id == REST message id)."""
 
+import asyncio
 import uuid
 
 from slixmpp import JID
 
 from harness import (
-    NS_CHATSTATES, NS_MARKERS, NS_RECEIPTS, NS_SID, attr, befriend, chat_from, child, new_user,
-    payload_from, presence_from, stanza_id,
+    NS_CARBONS, NS_CHATSTATES, NS_FORWARD, NS_MARKERS, NS_RECEIPTS, NS_SID, attr, barrier,
+    befriend, chat_from, child, new_user, payload_from, presence_from, stanza_id,
 )
 
 
@@ -187,3 +188,72 @@ async def test_edits_and_deletes_reach_the_other_side(server, clients):
                                 since=mark)
     assert ev["data"]["message"]["body"] == "hello"
     assert ev["data"]["message"]["client_id"] == orig["id"]
+
+
+async def test_one_account_on_both_protocols(server, clients):
+    """A user with a web session and an XMPP client: what the web sends
+    reaches the XMPP client as a XEP-0280 sent carbon, what the XMPP
+    client sends shows up on the web stream, and presence is the user's
+    (online while any of the two is)."""
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    befriend(alice, bob)
+    web = await clients.stream(alice)
+    phone = await clients.connect(alice, "phone")
+    await phone.plugin["xep_0280"].enable()
+    b = await clients.connect(bob, "laptop")
+    conv = alice.direct(bob)
+
+    await web.command("send", conversation_id=conv, client_id="w-1", body="from the browser")
+    await b.inbox.expect(chat_from(alice, "from the browser"), "the web message")
+    carbon = await phone.inbox.expect(
+        lambda s: child(s, "sent", NS_CARBONS) is not None and "from the browser" in str(s),
+        "a sent carbon of the web message")
+    inner = child(carbon, "sent", NS_CARBONS).find(f"{{{NS_FORWARD}}}forwarded/{{jabber:client}}message")
+    assert inner.get("id") == "w-1" and inner.get("to").split("/")[0] == bob.jid
+
+    mark = web.frames.mark()
+    phone.chat(bob, "from the phone")
+    await web.frames.expect(created(conv, alice, "from the phone"), "the phone's message on the web",
+                            since=mark)
+
+    # The phone goes away, the browser is still online: alice is online.
+    mark = b.inbox.mark()
+    await phone.go_available(show="away")
+    await barrier(phone, alice, bob, b)
+    assert b.inbox.matching(presence_from(alice, "available", show="away"), since=mark) == []
+    # The browser leaves too: now alice is away.
+    await web.close()
+    await b.inbox.expect(presence_from(alice, "available", show="away"), "alice away", since=mark)
+
+
+async def test_long_polling_user_and_xmpp_user(server, clients):
+    """The JSON API's other transport (GET/POST /api/v1/events) against
+    XMPP: a message each way, and the delivered receipt a returned poll
+    produces."""
+    rita, xavier = new_user(server, "rita"), new_user(server, "xavier")
+    x = await clients.connect(xavier, "phone")
+    conv = rita.direct(xavier)
+    cursor = rita.api("GET", "/api/v1/events?timeout=0")["cursor"]
+
+    sent = x.chat(rita, "are you polling?")
+    loop = asyncio.get_running_loop()
+    events = []
+    deadline = loop.time() + 10
+    while not any(e.get("event") == "message.created" for e in events):
+        assert loop.time() < deadline, f"no message.created by long-poll; got {events}"
+        page = await loop.run_in_executor(
+            None, lambda: rita.api("GET", f"/api/v1/events?cursor={cursor}&timeout=5"))
+        events += page["events"]
+        cursor = page["cursor"]
+    created = next(e for e in events if e.get("event") == "message.created")
+    assert created["data"]["message"]["body"] == "are you polling?"
+    assert created["data"]["message"]["client_id"] == sent["id"]
+    # The poll handed it to rita's device: xavier gets a receipt.
+    await x.inbox.expect(payload_from(rita, "received", NS_RECEIPTS, sent["id"]), "a receipt")
+
+    reply = rita.api("POST", "/api/v1/events",
+                     {"type": "send", "ref": "1", "conversation_id": conv, "client_id": "lp-1",
+                      "body": "yes, by long-poll"})
+    assert reply["ok"], reply
+    got = await x.inbox.expect(chat_from(rita, "yes, by long-poll"), "rita's reply")
+    assert stanza_id(got) == reply["data"]["message"]["id"]

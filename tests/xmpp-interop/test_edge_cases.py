@@ -99,3 +99,18 @@ async def test_many_messages_arrive_in_order(server, clients):
     got = await b.inbox.expect_n(chat_from(alice), len(texts), "the burst", timeout=30)
     assert [m["body"] for m in got] == texts
     assert [m["body"] for m in alice.history(alice.direct(bob), limit=100)] == texts[-100:]
+
+
+async def test_a_stanza_over_the_advertised_limit_ends_the_stream(server, clients):
+    """XEP-0478: the server advertises max-bytes (slixmpp reads it) and a
+    larger stanza ends the stream with <policy-violation/>."""
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    a = await clients.connect(alice, "phone")
+    limit = a.limits.max_bytes
+    assert limit == 262144
+    mark = a.events.mark()
+    a.send_raw(f"<message xmlns='jabber:client' to='{bob.jid}' type='chat'>"
+               f"<body>{'y' * (limit + 1)}</body></message>")
+    _, error = await a.events.expect(lambda e: e[0] == "stream_error", "a stream error", since=mark)
+    assert error["condition"] == "policy-violation"
+    await a.events.expect(lambda e: e[0] == "disconnected", "the end of the stream", since=mark)

@@ -83,6 +83,12 @@ async def test_receipts_both_ways(server, clients):
     m2 = b.chat(alice, "and one for me")
     await a.inbox.expect(chat_from(bob, "and one for me"), "message")
     await b.inbox.expect(payload_from(alice, "received", NS_RECEIPTS, m2["id"]), "alice's receipt")
+    # One receipt per message, though both the server (on delivery) and
+    # slixmpp (on receipt) produce one.
+    await barrier(b, bob, alice, a)
+    await barrier(a, alice, bob, b)
+    assert len(a.inbox.matching(payload_from(bob, "received", NS_RECEIPTS, m1["id"]))) == 1
+    assert len(b.inbox.matching(payload_from(alice, "received", NS_RECEIPTS, m2["id"]))) == 1
 
 
 async def test_displayed_markers_both_ways(server, clients):

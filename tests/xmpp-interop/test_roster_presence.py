@@ -46,6 +46,8 @@ async def test_roster_get_set_remove_with_pushes(server, clients):
     roster = await a2.get_roster()
     items = roster["roster"]["items"]
     assert items[bob.jid]["name"] == "Bobby"
+    # Bob now sees alice's presence, not (yet) the other way round.
+    assert items[bob.jid]["subscription"] == "from"
     assert sorted(items[bob.jid]["groups"]) == ["Friends", "Work"]
     # The roster is the REST contact list.
     contacts = alice.api("GET", "/api/v1/contacts")["contacts"]
@@ -67,8 +69,6 @@ async def test_roster_get_set_remove_with_pushes(server, clients):
     assert alice.api("GET", "/api/v1/contacts")["contacts"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="interop bug B1: unsubscribe deletes the roster item, "
-                   "so the remove that follows gets item-not-found")
 async def test_slixmpp_remove_contact(server, clients):
     """slixmpp's "remove contact" unsubscribes first, then removes the item."""
     alice, bob = new_user(server, "alice"), new_user(server, "bob")
@@ -99,20 +99,21 @@ async def test_roster_set_of_an_unknown_account_fails(server, clients):
         raise AssertionError("adding an unknown account to the roster succeeded")
 
 
-@pytest.mark.xfail(strict=True, reason="interop bug B2: after 'subscribed' the subscriber never "
-                   "gets the contact's presence")
 async def test_subscribe_adds_to_roster(server, clients):
+    """RFC 6121 3.1: alice asks, bob's client approves (slixmpp does so by
+    itself by default), alice gets 'subscribed' and bob's presence."""
     alice, bob = new_user(server, "alice"), new_user(server, "bob")
     a = await clients.connect(alice, "one")
     b = await clients.connect(bob, "one")
     mark = a.inbox.mark()
     a.send_presence_subscription(bob.jid)
     await a.inbox.expect(roster_push(bob.jid), "roster push", since=mark)
+    await b.inbox.expect(presence_from(alice, "subscribe"), "the request reaching bob")
     await a.inbox.expect(presence_from(bob, "subscribed"), "subscribed", since=mark)
     # Bob is online, so alice learns his presence.
     await a.inbox.expect(presence_from(bob), "bob's presence", since=mark)
     roster = await a.get_roster()
-    assert bob.jid in roster["roster"]["items"]
+    assert roster["roster"]["items"][bob.jid]["subscription"] == "both"
     # …and his changes from then on.
     mark = a.inbox.mark()
     await b.go_available(show="away")
@@ -156,3 +157,39 @@ async def test_presence_is_not_shared_with_strangers(server, clients):
     await a.go_available(show="away")
     await barrier(c, carol, mallory, m)
     assert m.inbox.matching(presence_from(alice)) == []
+
+
+async def test_status_text_reaches_contacts(server, clients):
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    befriend(alice, bob)
+    b = await clients.connect(bob, "laptop")
+    a = await clients.connect(alice, "phone")
+    mark = b.inbox.mark()
+    a.send_presence(pshow="away", pstatus="In a meeting")
+    got = await b.inbox.expect(presence_from(alice, "available", show="away"), "alice away",
+                               since=mark)
+    assert got["status"] == "In a meeting"
+
+
+@pytest.mark.xfail(strict=True, reason="interop bug B5: a declined subscription's "
+                   "'unsubscribed' never reaches the requester")
+async def test_a_declined_subscription_shares_nothing(server, clients):
+    """Bob declines (RFC 6121 3.2): alice gets 'unsubscribed' and never
+    bob's presence."""
+    alice, bob, carol = new_user(server, "alice"), new_user(server, "bob"), new_user(server, "carol")
+    a = await clients.connect(alice, "one")
+    b = await clients.connect(bob, "one")
+    c = await clients.connect(carol, "one")
+    b.roster[bob.jid].auto_authorize = False
+    b.roster[bob.jid].auto_subscribe = False
+    mark = a.inbox.mark()
+    a.send_presence_subscription(bob.jid)
+    await b.inbox.expect(presence_from(alice, "subscribe"), "the request")
+    b.send_presence(pto=alice.jid, ptype="unsubscribed")
+    await a.inbox.expect(presence_from(bob, "unsubscribed"), "bob's refusal", since=mark)
+    await b.go_available(show="away")
+    # Carol's message is a barrier for alice's queue.
+    await barrier(c, carol, alice, a)
+    assert a.inbox.matching(presence_from(bob, "available"), since=mark) == []
+    roster = await a.get_roster()
+    assert roster["roster"]["items"][bob.jid]["subscription"] in ("none", "from")

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from slixmpp import JID
 
 from harness import (
-    DOMAIN, NS_MAM, barrier, befriend, chat_from, new_user, presence_from,
+    DOMAIN, NS_MAM, Client, barrier, befriend, chat_from, new_user, presence_from,
 )
 
 
@@ -129,3 +129,34 @@ async def test_messages_to_a_full_jid_go_to_that_resource_and_are_kept(server, c
     b.chat(f"{alice.jid}/phone", "just for your phone")
     await phone.inbox.expect(chat_from(bob, "just for your phone"), "the message")
     assert [m["body"] for m in bob.history(bob.direct(alice))] == ["just for your phone"]
+
+
+async def test_a_password_change_ends_xmpp_sessions_and_takes_effect(server, clients):
+    alice = new_user(server, "alice")
+    a = await clients.connect(alice, "phone", stream_management=True)
+    sm_id, handled = a.plugin["xep_0198"].sm_id, a.plugin["xep_0198"].handled
+    mark = a.events.mark()
+    alice.api("PUT", "/api/v1/me/password",
+              {"current_password": alice.password, "new_password": "a brand new secret"})
+    _, error = await a.events.expect(lambda e: e[0] == "stream_error", "a stream error", since=mark)
+    assert error["condition"] == "not-authorized"
+    await a.events.expect(lambda e: e[0] == "disconnected", "the end of the stream", since=mark)
+
+    # The revoked session cannot be resumed, even with the new password.
+    again = Client(server, f"{alice.jid}/phone", "a brand new secret", stream_management=True)
+    clients.open.append(again)
+    again.plugin["xep_0198"].sm_id, again.plugin["xep_0198"].handled = sm_id, handled
+    again.connect(*again.address)
+    name, _ = await again.events.expect(
+        lambda e: e[0] in ("session_resumed", "session_start", "failed_auth"), "a session")
+    assert name == "session_start"
+    assert again.events.matching(lambda e: e[0] == "sm_failed")
+
+    # The old password no longer works over XMPP; the new one does.
+    old = Client(server, f"{alice.jid}/old", alice.password, mech="SCRAM-SHA-256")
+    clients.open.append(old)
+    old.connect(*old.address)
+    name, _ = await old.events.expect(lambda e: e[0] in ("failed_auth", "session_start"), "outcome")
+    assert name == "failed_auth"
+    alice.password = "a brand new secret"
+    await clients.connect(alice, "new")

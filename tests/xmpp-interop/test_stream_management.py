@@ -2,9 +2,7 @@
 and resumption after the TCP connection is cut, with nothing lost and
 nothing twice."""
 
-import pytest
-
-from harness import NS_SM, attr, chat_from, new_user, tag
+from harness import NS_SM, attr, chat_from, eventually, new_user, tag
 
 
 def is_ack(h: int | None = None):
@@ -69,6 +67,12 @@ async def resumption(server, clients, server_notices: bool) -> None:
     assert sorted(m["body"] for m in missed) == ["while you were cut off 1", "while you were cut off 2"]
     await b.inbox.expect(chat_from(alice, "typed while offline"), "alice's queued message")
 
+    # The counts agree after resumption: the server has handled exactly
+    # what slixmpp sent (the resent message included).
+    sm = a.plugin["xep_0198"]
+    sm.request_ack()
+    await a.inbox.expect(is_ack(sm.seq), f"<a h='{sm.seq}'/> after resumption", since=mark)
+
     # Nothing twice: one more exchange, then count.
     b.chat(alice, "after")
     await a.inbox.expect(chat_from(bob, "after"), "the message after")
@@ -92,8 +96,6 @@ async def test_resumption_after_the_connection_is_cut(server, clients):
     await resumption(server, clients, server_notices=True)
 
 
-@pytest.mark.xfail(strict=True, reason="interop bug B3: <resume/> of a session whose old "
-                   "connection the server has not seen drop yet fails with item-not-found")
 async def test_resumption_before_the_server_notices_the_cut(server, clients):
     """The old connection is still open on the server's side (no FIN ever
     reached it) when the client comes back: XEP-0198 lets the new stream
@@ -114,3 +116,86 @@ async def test_resuming_an_unknown_session_fails_cleanly(server, clients):
     # The server answers <failed/>; slixmpp then binds a new session.
     await a.events.expect(lambda e: e[0] == "sm_failed", "<failed/>", since=mark)
     await a.events.expect(lambda e: e[0] == "session_start", "a new session", since=mark)
+
+
+async def test_many_messages_during_a_cut_arrive_once_in_order(server, clients):
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    proxy = await clients.proxy()
+    a = await clients.connect(alice, "phone", stream_management=True, via=proxy)
+    b = await clients.connect(bob, "laptop")
+    emark = a.events.mark()
+    proxy.cut(server_notices=False)
+    await a.events.expect(lambda e: e[0] == "disconnected", "disconnection", since=emark)
+    texts = [f"queued {i:02d}" for i in range(40)]
+    for t in texts:
+        b.chat(alice, t)
+    await b.round_trip()
+    mark, emark = a.inbox.mark(), a.events.mark()
+    a.connect(*a.address)
+    name, _ = await a.events.expect(
+        lambda e: e[0] in ("session_resumed", "session_start", "sm_failed"), "resumption",
+        since=emark)
+    assert name == "session_resumed"
+    got = await a.inbox.expect_n(chat_from(bob), len(texts), "queued messages", since=mark)
+    assert [m["body"] for m in got] == texts
+    b.chat(alice, "done")
+    await a.inbox.expect(chat_from(bob, "done"), "the last message", since=mark)
+    assert [m["body"] for m in a.inbox.matching(chat_from(bob))] == texts + ["done"]
+
+
+async def test_resuming_from_another_connection_ends_the_old_stream(server, clients):
+    """XEP-0198 section 5: the old stream, still open, ends with <conflict/>."""
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    old = await clients.connect(alice, "phone", stream_management=True)
+    b = await clients.connect(bob, "laptop")
+    sm = old.plugin["xep_0198"]
+    await old.round_trip()
+    new = clients.client(alice, "phone", stream_management=True)
+    new_sm = new.plugin["xep_0198"]
+    new_sm.sm_id, new_sm.handled = sm.sm_id, sm.handled
+    emark = old.events.mark()
+    new.connect(*new.address)
+    name, _ = await new.events.expect(
+        lambda e: e[0] in ("session_resumed", "session_start", "sm_failed"), "resumption")
+    assert name == "session_resumed"
+    _, error = await old.events.expect(lambda e: e[0] == "stream_error", "a stream error", since=emark)
+    assert error["condition"] == "conflict"
+    b.chat(alice, "to the new connection")
+    await new.inbox.expect(chat_from(bob, "to the new connection"), "the message")
+
+
+async def test_a_client_that_starts_afresh_after_a_cut_gets_what_it_missed(server, clients):
+    """The app was restarted rather than resumed: the parked session's
+    messages were never acknowledged, so the new session gets them as
+    offline messages."""
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    proxy = await clients.proxy()
+    a = await clients.connect(alice, "phone", stream_management=True, via=proxy)
+    b = await clients.connect(bob, "laptop")
+    b.chat(alice, "seen")
+    await a.inbox.expect(chat_from(bob, "seen"), "the first message")
+    # Alice acknowledges what she got (slixmpp would when the server asks);
+    # an unacknowledged message would rightly come again below.
+    a.plugin["xep_0198"].send_ack()
+    conv = alice.direct(bob)
+
+    def delivered() -> bool:
+        members = alice.api("GET", f"/api/v1/conversations/{conv}")["members"]
+        return {m["username"]: m for m in members}[alice.username]["delivered_seq"] >= 1
+
+    await eventually(delivered, "the acknowledged message counts as delivered")
+    emark = a.events.mark()
+    proxy.cut()
+    await a.events.expect(lambda e: e[0] == "disconnected", "disconnection", since=emark)
+    for text in ("missed 1", "missed 2"):
+        b.chat(alice, text)
+    await b.round_trip()
+
+    fresh = await clients.connect(alice, "phone2", stream_management=True)
+    got = await fresh.inbox.expect_n(chat_from(bob), 2, "the missed messages")
+    assert [m["body"] for m in got] == ["missed 1", "missed 2"]
+    assert all(m.xml.find("{urn:xmpp:delay}delay") is not None for m in got)
+    b.chat(alice, "live again")
+    await fresh.inbox.expect(chat_from(bob, "live again"), "a live message")
+    assert [m["body"] for m in fresh.inbox.matching(chat_from(bob))] == ["missed 1", "missed 2",
+                                                                         "live again"]

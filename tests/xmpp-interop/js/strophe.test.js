@@ -162,3 +162,28 @@ test("a BOSH client and a WebSocket client talk; REST has the history", async ()
     ["over bosh 0", "over bosh 1", "over bosh 2", "over websocket"]);
   assert.deepEqual(history.messages.map((m) => m.client_id), [...ids, id]);
 });
+
+test("a BOSH client's presence comes and goes with its session", async () => {
+  const alice = await newUser(server, "alice");
+  const bob = await newUser(server, "bob");
+  await api(server, "PUT", `/api/v1/contacts/${bob.username}`, {}, alice.token);
+  await api(server, "PUT", `/api/v1/contacts/${alice.username}`, {}, bob.token);
+  const b = await connect(websocket(), bob, PASSWORD, "ws");
+  await available(b);
+  const presenceOf = (type) => (s) =>
+    s.nodeName === "presence" &&
+    Strophe.getBareJidFromJid(s.getAttribute("from") ?? "") === alice.jid &&
+    (s.getAttribute("type") ?? "available") === type;
+
+  let mark = b.received.length;
+  const a = await connect(bosh(), alice, PASSWORD, "bosh");
+  await available(a);
+  await expect(b, presenceOf("available"), "alice available", mark);
+
+  mark = b.received.length;
+  await new Promise((resolve) => {
+    a.onDisconnected = resolve;
+    a.disconnect();
+  });
+  await expect(b, presenceOf("unavailable"), "alice unavailable", mark);
+});

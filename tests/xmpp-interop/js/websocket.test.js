@@ -23,7 +23,7 @@ const api = (...args) => callApi(server, ...args);
 const newUser = (prefix) => makeUser(server, prefix);
 
 /** An xmpp.js client over WebSocket that keeps every stanza it receives. */
-async function connect(user, resource) {
+async function connect(user, resource, { reconnect = false } = {}) {
   const xmpp = client({
     service: `ws://${server.http}/xmpp-websocket`,
     domain: "localhost",
@@ -31,7 +31,7 @@ async function connect(user, resource) {
     username: user.username,
     password: PASSWORD,
   });
-  xmpp.reconnect.stop();
+  if (!reconnect) xmpp.reconnect.stop();
   const received = [];
   const waiters = new Set();
   xmpp.on("stanza", (stanza) => {
@@ -165,4 +165,40 @@ test("messages both ways, the archive and REST agree", async () => {
   const history = await api("GET", `/api/v1/conversations/${conv.id}/messages`, null, alice.token);
   assert.deepEqual(history.messages.map((m) => m.id), results.map((r) => r.attrs.id));
   assert.deepEqual(history.messages.map((m) => m.client_id)[0], id1);
+});
+
+test("stream resumption over WebSocket after the socket drops", async () => {
+  const alice = await newUser("alice");
+  const bob = await newUser("bob");
+  const a = await connect(alice, "web", { reconnect: true });
+  const b = await connect(bob, "web");
+  open.push(a, b);
+  assert.ok(a.streamManagement.id, "resumption offered");
+  const jid = a.jid.toString();
+
+  await b.send(xml("message", { type: "chat", to: alice.jid, id: randomUUID() },
+    xml("body", {}, "before the drop")));
+  await a.expect(chatFrom(bob, "before the drop"), "the first message");
+
+  const resumed = new Promise((resolve) => a.streamManagement.once("resumed", resolve));
+  const mark = a.mark();
+  // The WebSocket ends without <close/>, as when the network goes.
+  a.socket.socket.close();
+  for (const text of ["during the drop 1", "during the drop 2"]) {
+    await b.send(xml("message", { type: "chat", to: alice.jid, id: randomUUID() },
+      xml("body", {}, text)));
+  }
+  await b.iqCaller.request(xml("iq", { type: "get", to: "localhost" },
+    xml("ping", "urn:xmpp:ping")), TIMEOUT);
+  await Promise.race([resumed, new Promise((_, reject) =>
+    setTimeout(() => reject(new Error("not resumed")), 3 * TIMEOUT))]);
+  assert.equal(a.jid.toString(), jid, "the same session");
+  await a.expect(chatFrom(bob, "during the drop 1"), "first missed message", mark);
+  await a.expect(chatFrom(bob, "during the drop 2"), "second missed message", mark);
+  await b.send(xml("message", { type: "chat", to: alice.jid, id: randomUUID() },
+    xml("body", {}, "after")));
+  await a.expect(chatFrom(bob, "after"), "the message after", mark);
+  const bodies = a.received.filter((s) => s.is("message") && s.getChildText("body"))
+    .map((s) => s.getChildText("body"));
+  assert.deepEqual(bodies, ["before the drop", "during the drop 1", "during the drop 2", "after"]);
 });
