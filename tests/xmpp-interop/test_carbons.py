@@ -81,8 +81,6 @@ async def test_disabling_carbons_stops_the_copies(server, clients):
     assert desk.inbox.matching(sent_carbon("two", bob.jid)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="interop bug B6: displayed markers are not carbon-copied "
-                   "to the account's other resources")
 async def test_a_displayed_marker_from_one_device_reaches_the_others(server, clients):
     """XEP-0280 copies every chat message one resource sends, markers
     included: that is how the other devices learn a chat was read

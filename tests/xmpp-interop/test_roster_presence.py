@@ -171,8 +171,6 @@ async def test_status_text_reaches_contacts(server, clients):
     assert got["status"] == "In a meeting"
 
 
-@pytest.mark.xfail(strict=True, reason="interop bug B5: a declined subscription's "
-                   "'unsubscribed' never reaches the requester")
 async def test_a_declined_subscription_shares_nothing(server, clients):
     """Bob declines (RFC 6121 3.2): alice gets 'unsubscribed' and never
     bob's presence."""

@@ -52,6 +52,9 @@ pub(crate) struct Im {
     /// session, per conversation.
     reported_delivered: HashMap<ConversationId, i64>,
     reported_read: HashMap<ConversationId, i64>,
+    /// Highest seq this resource itself marked as read, per conversation:
+    /// its own markers are not copied back to it.
+    marked_read: HashMap<ConversationId, i64>,
 }
 
 impl Im {
@@ -76,6 +79,7 @@ impl Im {
             offline_max: HashMap::new(),
             reported_delivered: HashMap::new(),
             reported_read: HashMap::new(),
+            marked_read: HashMap::new(),
         }
     }
 
@@ -288,6 +292,13 @@ async fn message(s: &mut Session, e: &Element, _replies: &mut Replies) -> Handle
             "received" => hub.note_delivered(&caller, &m),
             "displayed" | "acknowledged" => {
                 hub.mark_read(&caller, m.conversation_id, m.seq).await?;
+                let marked =
+                    s.im.as_mut()
+                        .expect("bound")
+                        .marked_read
+                        .entry(m.conversation_id)
+                        .or_insert(0);
+                *marked = (*marked).max(m.seq);
             }
             _ => {}
         }
@@ -542,6 +553,20 @@ async fn subscription(
         }
         "unsubscribe" | "unsubscribed" => {
             push_roster_state(s, peer, replies).await;
+            if kind == "unsubscribed" {
+                // A declined (or withdrawn) request: the requester's
+                // clients learn of it (RFC 6121 3.2.2).
+                let me_jid = bare_jid(s, &me);
+                for full in s.x.resources_of(&peer_jid) {
+                    s.x.route(
+                        &full,
+                        el("presence", ns::CLIENT)
+                            .a("type", "unsubscribed")
+                            .a("from", me_jid.clone())
+                            .a("to", full.clone()),
+                    );
+                }
+            }
             if kind == "unsubscribe" && !sees(s, peer).await {
                 replies.push(
                     el("presence", ns::CLIENT)
@@ -1129,6 +1154,9 @@ pub(crate) async fn live(
                 EventKind::Read { user, seq } if *user != me => {
                     receipts(s, conversation, user, *seq, true, stanzas).await;
                 }
+                EventKind::Read { seq, .. } => {
+                    own_read_carbon(s, conversation, *seq, stanzas).await;
+                }
                 _ => {}
             }
         }
@@ -1239,6 +1267,46 @@ async fn receipts(
         &mut im.reported_delivered
     };
     reported.insert(conversation, seq);
+}
+
+/// XEP-0280 with XEP-0333: the user read up to `seq` on another device
+/// (an XMPP client or the web client), so this one gets a carbon of a
+/// displayed marker and can clear its unread state.
+async fn own_read_carbon(
+    s: &mut Session,
+    conversation: ConversationId,
+    seq: i64,
+    stanzas: &mut Vec<(Element, Option<Message>)>,
+) {
+    let im = s.im.as_ref().expect("bound");
+    if !im.carbons || im.marked_read.get(&conversation).is_some_and(|m| *m >= seq) {
+        return;
+    }
+    let Some(peer) = peer_of(s, conversation).await else {
+        return;
+    };
+    let im = s.im.as_ref().expect("bound");
+    let Ok(page) =
+        s.x.hub
+            .history(&im.caller, conversation, Some(seq + 1), None, Some(20))
+            .await
+    else {
+        return;
+    };
+    let Some(m) = page.messages.iter().rev().find(|m| m.sender == peer) else {
+        return;
+    };
+    let marker = el("message", ns::CLIENT)
+        .a("type", "chat")
+        .a("from", im.bare.clone())
+        .a("to", bare_jid(s, &peer))
+        .c(el("displayed", ns::MARKERS).a("id", m.client_id.clone()));
+    let carbon = el("message", ns::CLIENT)
+        .a("type", "chat")
+        .a("from", im.bare.clone())
+        .a("to", im.full.clone())
+        .c(el("sent", ns::CARBONS).c(el("forwarded", ns::FORWARD).c(marker)));
+    stanzas.push((carbon, None));
 }
 
 /// XEP-0280: a copy of a message the user sent from another device.
