@@ -162,4 +162,8 @@ impl Bus for NatsBus {
     fn describe(&self) -> String {
         format!("NATS {} (subjects {}.*)", self.servers, self.prefix)
     }
+
+    async fn flush(&self) {
+        let _ = tokio::time::timeout(PUBLISH_TIMEOUT, self.client.flush()).await;
+    }
 }

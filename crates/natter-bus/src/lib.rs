@@ -214,6 +214,10 @@ pub trait Bus: Send + Sync + 'static {
 
     /// A short description for logs, e.g. the server address.
     fn describe(&self) -> String;
+
+    /// Waits until what was published has left this process, for a short
+    /// process (an administrative command) that publishes and exits.
+    async fn flush(&self) {}
 }
 
 /// The bus of a single node: a broadcast channel per topic in memory.

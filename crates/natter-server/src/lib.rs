@@ -3,8 +3,9 @@
 //!
 //! This is the only crate that knows every concrete backend: it picks the
 //! store from the database URL's scheme and hands the rest of the system a
-//! `dyn Store`, and the bus from its URL (`dyn Bus`). [`run`] takes listeners bound by the caller and a shutdown
-//! future, so tests bind port 0 and stop servers when they like.
+//! `dyn Store`, and the bus from its URL (`dyn Bus`). [`run`] takes
+//! listeners bound by the caller and a shutdown future, so tests bind port
+//! 0 and stop servers when they like.
 
 pub mod config;
 

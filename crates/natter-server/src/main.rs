@@ -155,10 +155,20 @@ fn main() -> anyhow::Result<ExitCode> {
                         },
                     )?;
                     let store = natter_server::open_store(&config).await?;
-                    anyhow::Ok(natter_core::Hub::new(store, config.core()))
+                    // With the cluster's bus configured, what the command
+                    // revokes closes streams on every node at once.
+                    anyhow::Ok(match natter_server::open_bus(&config).await? {
+                        Some(bus) => natter_core::Hub::with_bus(store, config.core(), bus),
+                        None => natter_core::Hub::new(store, config.core()),
+                    })
                 }
                 .await;
-                natter_cli::admin::run(command, hub.map_err(|e| format!("{e:#}"))).await
+                let flush = hub.as_ref().ok().cloned();
+                let code = natter_cli::admin::run(command, hub.map_err(|e| format!("{e:#}"))).await;
+                if let Some(hub) = flush {
+                    hub.flush_bus().await;
+                }
+                code
             }))
         }
         Command::Completions { shell } => {

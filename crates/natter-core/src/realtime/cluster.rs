@@ -167,6 +167,27 @@ impl Hub {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.rt().bus.publish(envelope)).await;
     }
 
+    /// Publishes the notices queued so far and waits until they have left
+    /// the process. For a hub without real-time tasks, such as that of an
+    /// administrative command run beside the nodes: its revocations and
+    /// account disabling then reach every node's streams at once.
+    pub async fn flush_bus(&self) {
+        let queued = self.rt().outbox_rx.lock().expect("outbox").take();
+        let bus = &self.rt().bus;
+        if let Some(mut outbox) = queued {
+            while let Ok(notice) = outbox.try_recv() {
+                let envelope = Envelope {
+                    origin: self.rt().node,
+                    notice,
+                };
+                if let Err(e) = bus.publish(envelope).await {
+                    tracing::warn!(error = %e, "bus notice not sent");
+                }
+            }
+        }
+        bus.flush().await;
+    }
+
     /// Starts the cluster tasks: the publisher, one subscriber per topic
     /// and the presence heartbeat.
     pub(crate) fn start_cluster(&self, outbox: mpsc::Receiver<Notice>) -> Vec<JoinHandle<()>> {

@@ -916,3 +916,44 @@ async fn a_node_that_loses_postgresql_reports_it_keeps_its_streams_and_recovers(
     drop(proxy);
     cluster.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disabling_an_account_from_the_command_line_closes_its_streams_on_every_node() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let alice = cluster.user(0, "alice").await;
+    let mut on_node0 = Realtime::connect(&alice, Transport::WebSocket, None).await;
+    let on_node2_client = Client::new(&cluster.base(2))
+        .log_in("alice", PASSWORD)
+        .await;
+    let mut on_node2 = Realtime::connect(&on_node2_client, Transport::WebSocket, None).await;
+    // Streams re-check their session every 30 s heartbeat; the bus makes
+    // this immediate.
+    let started = Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args([
+            "admin",
+            "--database",
+            &cluster.database,
+            "disable-user",
+            "alice",
+        ])
+        .env("NATTER_BUS", cluster.nats.url())
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    on_node0.expect_event("session.revoked").await;
+    on_node2.expect_event("session.revoked").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "closed through the bus, not at a heartbeat"
+    );
+    cluster.finish().await;
+}
