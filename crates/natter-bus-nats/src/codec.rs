@@ -72,6 +72,10 @@ enum WireItem {
         active: bool,
     },
     SessionRevoked,
+    Relay {
+        to: String,
+        payload: String,
+    },
 }
 
 /// Why bytes from the bus were not a notice.
@@ -147,6 +151,10 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
                         active: *active,
                     },
                     Ephemeral::SessionRevoked => WireItem::SessionRevoked,
+                    Ephemeral::Relay { to, payload } => WireItem::Relay {
+                        to: to.clone(),
+                        payload: payload.clone(),
+                    },
                 },
             },
         },
@@ -216,6 +224,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
                     active,
                 },
                 WireItem::SessionRevoked => Ephemeral::SessionRevoked,
+                WireItem::Relay { to, payload } => Ephemeral::Relay { to, payload },
             },
         },
     };

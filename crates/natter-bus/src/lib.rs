@@ -168,6 +168,12 @@ pub enum Ephemeral {
         active: bool,
     },
     SessionRevoked,
+    /// For one connection of the user, named in a transport's terms, with
+    /// a payload in its encoding (see `natter_core::realtime::Item::Relay`).
+    Relay {
+        to: String,
+        payload: String,
+    },
 }
 
 /// Whether the bus can carry notices now.

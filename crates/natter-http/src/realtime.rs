@@ -137,6 +137,8 @@ fn event_frame(item: &Item) -> EventFrame {
             },
         ),
         Item::SessionRevoked => ("session.revoked".to_owned(), None, EventData::Empty {}),
+        // Never reaches here: JSON transports skip relays (see `is_relay`).
+        Item::Relay { .. } => ("relay".to_owned(), None, EventData::Empty {}),
     };
     EventFrame {
         event,
@@ -510,6 +512,7 @@ async fn run_socket(mut socket: WebSocket, s: AppState) {
     loop {
         tokio::select! {
             next = stream.next() => match next {
+                Ok(out) if matches!(out.item, Item::Relay { .. }) => {}
                 Ok(out) => {
                     let text = encode_event(&out);
                     if !send_text(&mut socket, text.to_string()).await {
@@ -646,7 +649,11 @@ pub async fn poll(
     // The body is assembled from the per-item encodings that WebSocket
     // sessions share, so an event is encoded once whatever the transport.
     let mut body = String::from("{\"events\":[");
-    for (i, out) in outcome.items.iter().enumerate() {
+    let items = outcome
+        .items
+        .iter()
+        .filter(|o| !matches!(o.item, Item::Relay { .. }));
+    for (i, out) in items.enumerate() {
         if let Some(m) = out.created_message() {
             s.hub.note_delivered(&caller, m);
         }

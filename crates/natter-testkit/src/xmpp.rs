@@ -473,16 +473,44 @@ impl XmppClient {
         self.jid = Some(jid);
     }
 
+    /// Logs in with PLAIN over TCP to a server at `addr` (a process the
+    /// test started), binds, and sends initial presence.
+    pub async fn online_at(
+        addr: std::net::SocketAddr,
+        domain: &str,
+        user: &str,
+        password: &str,
+    ) -> Self {
+        let mut c = Self {
+            framing: Framing::Tcp,
+            wire: Wire::Tcp {
+                io: Box::new(TcpStream::connect(addr).await.expect("connect")),
+                parser: Box::new(StreamParser::new(Limits::default())),
+            },
+            queue: VecDeque::new(),
+            domain: domain.to_owned(),
+            jid: None,
+        };
+        c.open().await;
+        c.available(user, password).await;
+        c
+    }
+
     /// Logs in with PLAIN, binds, and sends initial presence.
     pub async fn online(server: &TestServer, framing: Framing, user: &str, password: &str) -> Self {
         let mut c = Self::connect(server, framing).await;
+        c.available(user, password).await;
+        c
+    }
+
+    async fn available(&mut self, user: &str, password: &str) {
+        let c = self;
         c.login_plain(user, password, "test").await;
         c.send("<presence xmlns='jabber:client'/>").await;
         // our own presence comes back once we are available
         let jid = c.jid.clone();
         c.recv_where(|e| e.name() == "presence" && e.attr("from") == jid.as_deref())
             .await;
-        c
     }
 
     /// Upgrades a TCP stream with STARTTLS, trusting the server's

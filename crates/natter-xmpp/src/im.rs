@@ -268,7 +268,7 @@ async fn message(s: &mut Session, e: &Element, _replies: &mut Replies) -> Handle
         let from = s.im.as_ref().expect("bound").full.clone();
         let mut stanza = e.clone();
         stanza.set_attr(rxml::Namespace::NONE, ncname("from"), from);
-        if !s.x.route(&full, stanza) {
+        if !s.x.route_anywhere(&full, stanza).await {
             return Err(StanzaError::service_unavailable());
         }
         return Ok(());
@@ -443,7 +443,7 @@ async fn presence(s: &mut Session, e: &Element, replies: &mut Replies) -> Handle
                 let mut stanza = e.clone();
                 let from = s.im.as_ref().expect("bound").full.clone();
                 stanza.set_attr(rxml::Namespace::NONE, ncname("from"), from);
-                s.x.route(&full, stanza);
+                s.x.route_anywhere(&full, stanza).await;
             }
         }
         _ => {}
@@ -829,7 +829,7 @@ async fn iq(s: &mut Session, e: &Element, replies: &mut Replies) -> Handled {
             let mut stanza = e.clone();
             let from = s.im.as_ref().expect("bound").full.clone();
             stanza.set_attr(rxml::Namespace::NONE, ncname("from"), from);
-            if !s.x.route(&full, stanza) && matches!(kind, "get" | "set") {
+            if !s.x.route_anywhere(&full, stanza).await && matches!(kind, "get" | "set") {
                 return Err(StanzaError::service_unavailable());
             }
             return Ok(());
@@ -1189,6 +1189,20 @@ pub(crate) async fn live(
         }
         Item::SessionRevoked => {
             return Err(StreamError::not_authorized("this session was revoked"));
+        }
+        Item::Relay { to, payload } => {
+            // A stanza routed to this full JID from another node; it was
+            // serialized by a node of ours, but is parsed with the limits.
+            if *to == s.im.as_ref().expect("bound").full {
+                let limits = crate::xml::Limits {
+                    max_stanza: s.x.config.max_stanza_bytes,
+                    ..crate::xml::Limits::default()
+                };
+                match crate::xml::parse_document(payload.as_bytes(), &limits) {
+                    Ok(stanza) => stanzas.push((stanza, None)),
+                    Err(e) => tracing::warn!(error = ?e, "a relayed stanza did not parse"),
+                }
+            }
         }
     }
     Ok(())

@@ -57,6 +57,35 @@ impl Shared {
         tx.try_send(stanza).is_ok()
     }
 
+    /// Routes a stanza to the resource bound as `full` on this node, or
+    /// else through the cluster to whichever node has it (where it
+    /// reaches the resource if it is available). False if the account
+    /// does not exist or the local resource is not keeping up.
+    pub(crate) async fn route_anywhere(&self, full: &str, stanza: Element) -> bool {
+        if self.resources.lock().expect("resources").contains_key(full) {
+            return self.route(full, stanza);
+        }
+        let Some(node) = full.split('@').next() else {
+            return false;
+        };
+        let Ok(name) = natter_types::Username::parse(node) else {
+            return false;
+        };
+        let Ok(user) = self.hub.user(&name).await else {
+            return false;
+        };
+        let payload = crate::xml::to_string(&stanza);
+        self.hub.deliver_to_user(
+            user.id,
+            None,
+            natter_core::realtime::Item::Relay {
+                to: full.to_owned(),
+                payload: payload.into(),
+            },
+        );
+        true
+    }
+
     /// The full JIDs bound for `bare` on this node.
     pub(crate) fn resources_of(&self, bare: &str) -> Vec<String> {
         let prefix = format!("{bare}/");

@@ -84,6 +84,10 @@ fn ephemeral_out(item: &Item) -> Option<Ephemeral> {
             active: *active,
         },
         Item::SessionRevoked => Ephemeral::SessionRevoked,
+        Item::Relay { to, payload } => Ephemeral::Relay {
+            to: to.clone(),
+            payload: payload.to_string(),
+        },
     })
 }
 
@@ -108,6 +112,10 @@ fn ephemeral_in(e: Ephemeral) -> Item {
             active,
         },
         Ephemeral::SessionRevoked => Item::SessionRevoked,
+        Ephemeral::Relay { to, payload } => Item::Relay {
+            to,
+            payload: payload.into(),
+        },
     }
 }
 

@@ -97,6 +97,11 @@ pub enum Item {
     /// The session this connection authenticated with was revoked; the
     /// transport closes the connection after sending this.
     SessionRevoked,
+    /// Something one transport hands to one of its own connections on
+    /// whichever node it is (XMPP: a stanza for a full JID). Opaque to the
+    /// core and skipped by other transports: `to` names the connection in
+    /// the transport's terms, `payload` is in its encoding.
+    Relay { to: String, payload: Arc<str> },
 }
 
 /// The wire formats an [`Outbound`] caches encodings for.

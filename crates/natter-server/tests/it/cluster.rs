@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use natter_testkit::stream::{Realtime, Transport};
+use natter_testkit::xmpp::XmppClient;
 use natter_testkit::{Client, PASSWORD, json};
 use serde_json::Value;
 
@@ -96,6 +97,8 @@ impl Nats {
 struct Node {
     proc: Proc,
     base: String,
+    /// The node's XMPP c2s address (plaintext allowed in these tests).
+    xmpp: std::net::SocketAddr,
 }
 
 /// Three nodes, their database and their NATS.
@@ -153,17 +156,28 @@ impl Cluster {
             .env("NATTER_LOG", "info")
             .env("NO_COLOR", "1")
             .env("NATTER_ACCOUNTS__SCRAM_ITERATIONS", "4096")
+            .env("NATTER_XMPP__ALLOW_PLAINTEXT", "true")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn natter");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        let mut xmpp = None;
         let addr = loop {
             let line = lines
                 .next()
                 .expect("natter exited before listening")
                 .unwrap();
+            if line.contains("XMPP listening") && line.contains("direct_tls=false") {
+                let addr = line
+                    .split("addr=")
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next();
+                xmpp = addr.map(|a| a.parse().expect("an address"));
+            }
             if let Some(rest) = line.split("http=").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
@@ -172,6 +186,7 @@ impl Cluster {
         Node {
             proc: Proc(child),
             base: format!("http://{addr}"),
+            xmpp: xmpp.expect("an XMPP listener"),
         }
     }
 
@@ -284,6 +299,54 @@ fn is_message(e: &Value, body: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn xmpp_clients_on_different_nodes_reach_each_other() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    cluster.user(0, "alice").await;
+    cluster.user(1, "bob").await;
+    let node = |i: usize| cluster.nodes[i].as_ref().expect("node running").xmpp;
+    let mut alice = XmppClient::online_at(node(0), "localhost", "alice", PASSWORD).await;
+    let mut bob = XmppClient::online_at(node(1), "localhost", "bob", PASSWORD).await;
+    let (alice_jid, bob_jid) = (alice.jid.clone().unwrap(), bob.jid.clone().unwrap());
+
+    // a chat message goes through the store to the other node
+    alice
+        .send("<message xmlns='jabber:client' type='chat' to='bob@localhost' id='x1'><body>across nodes</body></message>")
+        .await;
+    let m = bob
+        .recv_where(|e| natter_testkit::xmpp::body(e).is_some())
+        .await;
+    assert_eq!(
+        natter_testkit::xmpp::body(&m).as_deref(),
+        Some("across nodes")
+    );
+
+    // an IQ to a full JID is routed to the node that has it, and back
+    alice
+        .send(&format!(
+            "<iq xmlns='jabber:client' type='get' id='v1' to='{bob_jid}'><query xmlns='jabber:iq:version'/></iq>"
+        ))
+        .await;
+    let iq = bob
+        .recv_where(|e| e.name() == "iq" && e.attr("id") == Some("v1"))
+        .await;
+    assert_eq!(
+        iq.attr("from"),
+        Some(alice_jid.as_str()),
+        "the server stamps the sender"
+    );
+    bob.send(&format!(
+        "<iq xmlns='jabber:client' type='result' id='v1' to='{alice_jid}'><query xmlns='jabber:iq:version'><name>test</name></query></iq>"
+    ))
+    .await;
+    let reply = alice.iq_reply("v1").await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    assert_eq!(reply.attr("from"), Some(bob_jid.as_str()));
+    cluster.finish().await;
+}
+
+#[tokio::test]
 async fn users_on_different_nodes_chat_over_every_transport() {
     let Some(cluster) = Cluster::start().await else {
         return;
