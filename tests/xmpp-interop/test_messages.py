@@ -4,6 +4,8 @@ markers, XEP-0085 chat states and XEP-0308 corrections."""
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from harness import (
     NS_CHATSTATES, NS_CORRECT, NS_DELAY, NS_MARKERS, NS_RECEIPTS, NS_SID, attr, bare, body,
     barrier, chat_from, child, new_user, not_barrier, payload_from, stanza_id,
@@ -172,3 +174,24 @@ async def test_last_message_correction(server, clients):
     history = alice.history(alice.direct(bob))
     assert [m["body"] for m in history] == ["hello"]
     assert history[0]["edited_at"] is not None
+
+
+@pytest.mark.xfail(strict=True, reason="interop bug B7: past the offline cap the oldest 100 "
+                   "messages are delivered and the newest never arrive in that session")
+async def test_a_long_backlog_delivers_the_newest_offline_messages(server, clients):
+    """Past the offline cap (100 per conversation) the older messages stay
+    in the archive; the newest ones are what a returning user must see."""
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    a = await clients.connect(alice, "phone")
+    texts = [f"backlog {i:03d}" for i in range(120)]
+    for t in texts:
+        a.chat(bob, t)
+    await a.round_trip()
+    assert len(alice.history(alice.direct(bob), limit=100)) == 100
+
+    b = await clients.connect(bob, "laptop")
+    await b.inbox.expect(chat_from(alice, texts[-1]), "the newest message")
+    await barrier(a, alice, bob, b)
+    got = [m["body"] for m in b.inbox.matching(not_barrier(chat_from(alice)))]
+    assert got == texts[-len(got):], "the newest messages, in order"
+    assert len(got) >= 100
