@@ -191,3 +191,20 @@ async def test_a_declined_subscription_shares_nothing(server, clients):
     assert a.inbox.matching(presence_from(bob, "available"), since=mark) == []
     roster = await a.get_roster()
     assert roster["roster"]["items"][bob.jid]["subscription"] in ("none", "from")
+
+
+async def test_log_in_shows_contacts_as_they_are(server, clients):
+    alice, bob, carol = new_user(server, "alice"), new_user(server, "bob"), new_user(server, "carol")
+    befriend(alice, bob)
+    befriend(alice, carol)
+    b = await clients.connect(bob, "laptop")
+    await b.go_available(show="away")
+    b.send_presence(pshow="away", pstatus="Back at five")
+    await b.round_trip()
+    a = await clients.connect(alice, "phone")
+    got = await a.inbox.expect(presence_from(bob, "available"), "bob's presence")
+    assert got["show"] == "away"
+    assert got["status"] == "Back at five"
+    # Carol is offline: no available presence for her.
+    await barrier(b, bob, alice, a)
+    assert a.inbox.matching(presence_from(carol, "available")) == []
