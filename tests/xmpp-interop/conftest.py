@@ -59,7 +59,7 @@ def pytest_pyfunc_call(pyfuncitem):
     return True
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield
     if report.failed:
