@@ -103,3 +103,21 @@ async def test_a_displayed_marker_from_one_device_reaches_the_others(server, cli
     marker = carbon.xml.find(f"{{{NS_CARBONS}}}sent/{{{NS_FORWARD}}}forwarded/{{jabber:client}}message/"
                              "{urn:xmpp:chat-markers:0}displayed")
     assert marker.get("id") == attr(got, "id")
+
+
+@pytest.mark.xfail(strict=True, reason="interop bug B8: <private/> messages are still "
+                   "carbon-copied")
+async def test_private_messages_are_not_copied(server, clients):
+    """XEP-0280 section 7: a message with <private/> (and the no-copy
+    hint) is not carbon-copied."""
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    phone = await clients.connect(alice, "phone")
+    desk = await clients.connect(alice, "desk")
+    await desk.plugin["xep_0280"].enable()
+    b = await clients.connect(bob, "laptop")
+    phone.send_raw_message(bob, "<body>just from this phone</body>"
+                                "<private xmlns='urn:xmpp:carbons:2'/>"
+                                "<no-copy xmlns='urn:xmpp:hints'/>")
+    await b.inbox.expect(chat_from(alice, "just from this phone"), "the message")
+    await barrier(b, bob, alice, phone, desk)
+    assert desk.inbox.matching(sent_carbon("just from this phone", bob.jid)) == []
