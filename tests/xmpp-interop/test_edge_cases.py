@@ -2,6 +2,8 @@
 groups (not offered over XMPP yet), size limits and client state
 indication (XEP-0352)."""
 
+import pytest
+
 from harness import (
     NS_CHATSTATES, NS_DELAY, Client, barrier, chat_from, child, new_user, payload_from,
 )
@@ -114,3 +116,18 @@ async def test_a_stanza_over_the_advertised_limit_ends_the_stream(server, client
     _, error = await a.events.expect(lambda e: e[0] == "stream_error", "a stream error", since=mark)
     assert error["condition"] == "policy-violation"
     await a.events.expect(lambda e: e[0] == "disconnected", "the end of the stream", since=mark)
+
+
+@pytest.mark.xfail(strict=True, reason="interop bug B9: a message to one's own bare JID "
+                   "bounces with service-unavailable")
+async def test_a_message_to_ones_own_bare_jid_reaches_ones_resources(server, clients):
+    """RFC 6121 8.5.2 treats the user's own bare JID like any local
+    account: a message to it goes to the user's available resources
+    (clients use it for "note to self")."""
+    alice = new_user(server, "alice")
+    phone = await clients.connect(alice, "phone")
+    desk = await clients.connect(alice, "desk")
+    sent = phone.chat(alice, "note to self")
+    await desk.inbox.expect(chat_from(alice, "note to self"), "the note on the other device")
+    await phone.round_trip()
+    assert phone.inbox.matching(lambda s: s["type"] == "error" and s["id"] == sent["id"]) == []
