@@ -1,8 +1,6 @@
 """Roster management (RFC 6121 section 2) with pushes to every resource,
 and presence (section 4) as a contact sees it."""
 
-import pytest
-
 from harness import NS_ROSTER, attr, barrier, befriend, child, is_iq, new_user, presence_from
 
 
