@@ -176,8 +176,6 @@ async def test_last_message_correction(server, clients):
     assert history[0]["edited_at"] is not None
 
 
-@pytest.mark.xfail(strict=True, reason="interop bug B7: past the offline cap the oldest 100 "
-                   "messages are delivered and the newest never arrive in that session")
 async def test_a_long_backlog_delivers_the_newest_offline_messages(server, clients):
     """Past the offline cap (100 per conversation) the older messages stay
     in the archive; the newest ones are what a returning user must see."""

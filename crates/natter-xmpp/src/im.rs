@@ -722,18 +722,15 @@ async fn offline_messages(s: &mut Session, replies: &mut Replies) {
         if from >= summary.conversation.last_seq {
             continue;
         }
-        let Ok(page) = hub
-            .history(
-                &caller,
-                id,
-                None,
-                Some(from),
-                Some(OFFLINE_PER_CONVERSATION),
-            )
+        // The newest ones: a client that was away long reads the older
+        // ones from the archive.
+        let Ok(mut page) = hub
+            .history(&caller, id, None, None, Some(OFFLINE_PER_CONVERSATION))
             .await
         else {
             continue;
         };
+        page.messages.retain(|m| m.seq > from);
         let peer = peer_of(s, id).await;
         for m in page.messages {
             s.im.as_mut().expect("bound").offline_max.insert(id, m.seq);
