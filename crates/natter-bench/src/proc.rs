@@ -237,6 +237,17 @@ impl Server {
     /// directory, pinned to `cpu` with `taskset` if given, and waits for
     /// its listening address.
     pub fn start(natter: &Path, cpu: Option<usize>) -> anyhow::Result<Server> {
+        Self::start_with(natter, cpu, &[], &[])
+    }
+
+    /// [`Server::start`] with extra arguments after `serve …` and extra
+    /// environment variables (e.g. an XMPP listener).
+    pub fn start_with(
+        natter: &Path,
+        cpu: Option<usize>,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
         if !natter.is_file() {
             bail!(
                 "no natter binary at {} (build it with `cargo build --release -p natter-server`, or pass --natter)",
@@ -269,6 +280,8 @@ impl Server {
             .env("NATTER_STREAM__COMMANDS_PER_SECOND", "100000")
             .env("NATTER_LOG", "info")
             .env("NO_COLOR", "1")
+            .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -326,6 +339,14 @@ impl Server {
             problems,
             _data: data,
         })
+    }
+
+    /// Fails if the server has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("natter exited with {status}");
+        }
+        Ok(())
     }
 
     /// Stops the server: SIGTERM, then SIGKILL after 10 s.

@@ -123,21 +123,7 @@ impl Shared {
     fn on_text(&self, me: u32, t: &str) {
         self.frames.fetch_add(1, Ordering::Relaxed);
         if t.contains("\"message.created\"") {
-            let Some((id, sent_ns, sender)) = parse_body(t) else {
-                self.other_frames.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            if sender == me {
-                self.echoes.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            let now = self.now_ns();
-            self.latency.record(now.saturating_sub(sent_ns) / 1000);
-            self.deliveries.fetch_add(1, Ordering::Relaxed);
-            self.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
-            if let Some(slot) = self.slots.get(id as usize) {
-                slot.received.fetch_add(1, Ordering::Relaxed);
-            }
+            self.on_message(me, parse_body(t));
         } else if t.contains("\"type\":\"reply\"") {
             let ok = t.contains("\"ok\":true");
             let slot = reference(t).and_then(|r| self.slots.get(r as usize));
@@ -175,10 +161,50 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Handles the body of a message that arrived on connection `me`
+    /// over a transport that hands over bodies rather than JSON frames
+    /// (XMPP).
+    pub fn on_body(&self, me: u32, body: &str) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.on_message(me, body.strip_prefix(BODY_TAG).and_then(parse_fields));
+    }
+
+    /// Counts a delivery (or an echo) of the message whose body fields
+    /// are `fields`.
+    fn on_message(&self, me: u32, fields: Option<(u64, u64, u32)>) {
+        let Some((id, sent_ns, sender)) = fields else {
+            self.other_frames.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if sender == me {
+            self.echoes.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let now = self.now_ns();
+        self.latency.record(now.saturating_sub(sent_ns) / 1000);
+        self.deliveries.fetch_add(1, Ordering::Relaxed);
+        self.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
+        if let Some(slot) = self.slots.get(id as usize) {
+            slot.received.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a connection that ended while the harness was not closing.
+    pub fn closed(&self, reason: String) {
+        self.note_close(reason);
+    }
+}
+
 /// `(id, sent ns, sender)` from a frame carrying one of our bodies.
 fn parse_body(t: &str) -> Option<(u64, u64, u32)> {
     let start = t.find(BODY_FIELD)? + BODY_FIELD.len();
-    let mut parts = t[start..].splitn(4, ':');
+    parse_fields(&t[start..])
+}
+
+/// `(id, sent ns, sender)` from the rest of a body after its tag.
+fn parse_fields(rest: &str) -> Option<(u64, u64, u32)> {
+    let mut parts = rest.splitn(4, ':');
     let id = parts.next()?.parse().ok()?;
     let sent = parts.next()?.parse().ok()?;
     let sender = parts.next()?.parse().ok()?;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::conn::{Conn, Shared};
 
-const PASSWORD: &str = "benchmark-password";
+pub const PASSWORD: &str = "benchmark-password";
 
 /// A small client of the REST API.
 #[derive(Clone)]
@@ -53,14 +53,20 @@ impl Api {
         serde_json::from_str(&text).with_context(|| format!("{path}: {text}"))
     }
 
-    /// Signs up `name` and logs in; returns the token.
-    pub async fn user(&self, name: &str) -> anyhow::Result<String> {
+    /// Signs up `name` (with [`PASSWORD`]).
+    pub async fn signup(&self, name: &str) -> anyhow::Result<()> {
         self.post(
             None,
             "/api/v1/accounts",
             json!({"username": name, "password": PASSWORD}),
         )
         .await?;
+        Ok(())
+    }
+
+    /// Signs up `name` and logs in; returns the token.
+    pub async fn user(&self, name: &str) -> anyhow::Result<String> {
+        self.signup(name).await?;
         let s = self
             .post(
                 None,
