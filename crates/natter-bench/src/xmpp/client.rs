@@ -29,8 +29,14 @@ const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 /// How to authenticate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 pub enum Mechanism {
+    #[value(name = "scram-sha-1")]
+    #[serde(rename = "SCRAM-SHA-1")]
     ScramSha1,
+    #[value(name = "scram-sha-256")]
+    #[serde(rename = "SCRAM-SHA-256")]
     ScramSha256,
+    #[value(name = "plain")]
+    #[serde(rename = "PLAIN")]
     Plain,
 }
 
