@@ -62,9 +62,12 @@ pub struct Common {
     /// REST requests in flight during setup.
     #[arg(long, default_value_t = 32)]
     setup_concurrency: usize,
-    /// WebSocket handshakes in flight while connecting.
+    /// WebSocket handshakes (or first polls) in flight while connecting.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
+    /// How clients receive and send in real time.
+    #[arg(long, value_enum, default_value = "websocket")]
+    transport: setup::Transport,
 }
 
 #[derive(clap::Args, Clone, Serialize)]
@@ -322,7 +325,14 @@ async fn connect_users(
     );
     let t = Instant::now();
     let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
-    let conns = setup::connections(server.addr, &refs, shared, common.connect_concurrency).await?;
+    let conns = setup::connections(
+        server.addr,
+        common.transport,
+        &refs,
+        shared,
+        common.connect_concurrency,
+    )
+    .await?;
     eprintln!(
         "setup: {} WebSockets authenticated in {:.1} s",
         conns.len(),
@@ -888,8 +898,14 @@ async fn idle(args: &IdleArgs, server: &Server, env: &Environment) -> anyhow::Re
     let refs: Vec<&str> = (0..args.connections)
         .map(|c| tokens[c / args.per_user].as_str())
         .collect();
-    let conns =
-        setup::connections(server.addr, &refs, &shared, args.common.connect_concurrency).await?;
+    let conns = setup::connections(
+        server.addr,
+        args.common.transport,
+        &refs,
+        &shared,
+        args.common.connect_concurrency,
+    )
+    .await?;
     let open_seconds = t.elapsed().as_secs_f64();
     eprintln!(
         "idle: {} connections open in {open_seconds:.1} s; settling {} s",
