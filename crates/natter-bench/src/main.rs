@@ -19,6 +19,7 @@
 //! Results print as a Markdown table and, with `--json`, as JSON, so that
 //! `BENCHMARKS.md` can quote them.
 
+mod burst;
 mod cluster;
 mod proc;
 mod store;

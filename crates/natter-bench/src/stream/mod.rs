@@ -45,6 +45,52 @@ pub enum Scenario {
     Fanout(FanoutArgs),
     /// Idle authenticated connections: server memory per connection.
     Idle(IdleArgs),
+    /// Log-in rate: password log-ins, or token log-ins on the stream.
+    Login(LoginArgs),
+    /// Reconnect storm: every connection drops at once and comes back.
+    Storm(StormArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum LoginMode {
+    /// `POST /api/v1/sessions` with the password (a password hash each).
+    Password,
+    /// An existing token: open the stream (or the first poll) and
+    /// authenticate, then leave.
+    Token,
+}
+
+#[derive(clap::Args, Clone, Serialize)]
+pub struct LoginArgs {
+    /// What a log-in is.
+    #[arg(long, value_enum, default_value = "password")]
+    mode: LoginMode,
+    /// Accounts the log-ins cycle through.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Log-ins in all.
+    #[arg(long, default_value_t = 2000)]
+    logins: usize,
+    /// Log-ins in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args, Clone, Serialize)]
+pub struct StormArgs {
+    /// Connections that drop and come back with their token.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Connections per user (sharing its token).
+    #[arg(long, default_value_t = 10)]
+    per_user: usize,
+    /// Reconnections in flight at once (all of them by default).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(clap::Args, Clone, Serialize)]
@@ -139,6 +185,8 @@ impl Scenario {
             Scenario::Chat(a) => &a.common,
             Scenario::Fanout(a) => &a.common,
             Scenario::Idle(a) => &a.common,
+            Scenario::Login(a) => &a.common,
+            Scenario::Storm(a) => &a.common,
         }
     }
 }
@@ -222,6 +270,8 @@ pub fn main(scenario: Scenario) -> anyhow::Result<()> {
             Scenario::Chat(a) => chat(a, &server, &env).await,
             Scenario::Fanout(a) => fanout(a, &server, &env).await,
             Scenario::Idle(a) => idle(a, &server, &env).await,
+            Scenario::Login(a) => login(a, &server, &env).await,
+            Scenario::Storm(a) => storm(a, &server, &env).await,
         }
     });
     let problems = server.problems.clone();
@@ -961,6 +1011,133 @@ async fn idle(args: &IdleArgs, server: &Server, env: &Environment) -> anyhow::Re
         failures.push(format!(
             "{} connections dropped: {:?}",
             report.disconnects, report.close_reasons
+        ));
+    }
+    Ok(failures)
+}
+
+async fn login(
+    args: &LoginArgs,
+    server: &Server,
+    env: &Environment,
+) -> anyhow::Result<Vec<String>> {
+    ensure!(
+        args.users >= 1 && args.logins >= 1,
+        "--users and --logins must be positive"
+    );
+    println!(
+        "parameters: stream login --mode {:?} --transport {:?} --users {} --logins {} --concurrency {}",
+        args.mode, args.common.transport, args.users, args.logins, args.concurrency
+    );
+    println!("environment: {}", env.describe());
+    let api = Api::new(server.addr)?;
+    let names: Vec<String> = (0..args.users).map(|i| format!("l{i}")).collect();
+    let tokens = setup::users(&api, &names, args.common.setup_concurrency).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Closes are the harness's doing throughout.
+    let shared = Shared::new(0);
+    shared.closing.store(true, Ordering::Relaxed);
+    let scenario = match args.mode {
+        LoginMode::Password => "login password",
+        LoginMode::Token => "login token",
+    };
+    let report = crate::burst::burst(
+        scenario,
+        serde_json::to_value(args)?,
+        server.pid,
+        env,
+        args.logins,
+        args.concurrency,
+        None,
+        |i| {
+            let (api, shared) = (&api, &shared);
+            let (name, token) = (&names[i % names.len()], &tokens[i % tokens.len()]);
+            async move {
+                match args.mode {
+                    LoginMode::Password => api.login(name).await.map(drop),
+                    LoginMode::Token => setup::connections(
+                        server.addr,
+                        args.common.transport,
+                        &[token.as_str()],
+                        shared,
+                        1,
+                    )
+                    .await
+                    .map(drop),
+                }
+            }
+        },
+    )
+    .await?;
+    report.print(args.common.json)
+}
+
+async fn storm(
+    args: &StormArgs,
+    server: &Server,
+    env: &Environment,
+) -> anyhow::Result<Vec<String>> {
+    ensure!(
+        args.connections >= 1 && args.per_user >= 1,
+        "--connections and --per-user must be positive"
+    );
+    let concurrency = args.concurrency.unwrap_or(args.connections);
+    println!(
+        "parameters: stream storm --transport {:?} --connections {} --per-user {} --concurrency {concurrency}",
+        args.common.transport, args.connections, args.per_user
+    );
+    println!("environment: {}", env.describe());
+    let api = Api::new(server.addr)?;
+    let users = args.connections.div_ceil(args.per_user);
+    let names: Vec<String> = (0..users).map(|i| format!("s{i}")).collect();
+    let tokens = setup::users(&api, &names, args.common.setup_concurrency).await?;
+    let refs: Vec<&str> = (0..args.connections)
+        .map(|c| tokens[c / args.per_user].as_str())
+        .collect();
+    let shared = Shared::new(0);
+    let conns = setup::connections(
+        server.addr,
+        args.common.transport,
+        &refs,
+        &shared,
+        args.common.connect_concurrency,
+    )
+    .await?;
+    eprintln!("storm: {} connections up; dropping them all", conns.len());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    shared.closing.store(true, Ordering::Relaxed);
+    let dropped = Instant::now();
+    drop(conns);
+    let back = Shared::new(0);
+    let kept = std::sync::Mutex::new(Vec::with_capacity(refs.len()));
+    let report = crate::burst::burst(
+        "storm",
+        serde_json::to_value(args)?,
+        server.pid,
+        env,
+        refs.len(),
+        concurrency,
+        Some(dropped),
+        |i| {
+            let (refs, back, kept) = (&refs, &back, &kept);
+            async move {
+                let mut c =
+                    setup::connections(server.addr, args.common.transport, &refs[i..=i], back, 1)
+                        .await?;
+                kept.lock().expect("kept").append(&mut c);
+                Ok(())
+            }
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    back.closing.store(true, Ordering::Relaxed);
+    let mut failures = report.print(args.common.json)?;
+    let dropped_after = back.disconnects.load(Ordering::Relaxed);
+    if dropped_after > 0 {
+        failures.push(format!(
+            "{dropped_after} reconnected connections dropped: {:?}",
+            back.close_reasons.lock().expect("close reasons")
         ));
     }
     Ok(failures)

@@ -64,6 +64,18 @@ impl Api {
         Ok(())
     }
 
+    /// Logs `name` in with its password; returns the token.
+    pub async fn login(&self, name: &str) -> anyhow::Result<String> {
+        let s = self
+            .post(
+                None,
+                "/api/v1/sessions",
+                json!({"username": name, "password": PASSWORD}),
+            )
+            .await?;
+        Ok(s["token"].as_str().context("no token")?.to_owned())
+    }
+
     /// Signs up `name` and logs in; returns the token.
     pub async fn user(&self, name: &str) -> anyhow::Result<String> {
         self.signup(name).await?;

@@ -31,7 +31,7 @@ mod xml;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -39,9 +39,9 @@ use clap::Subcommand;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::burst::burst;
 use crate::proc::{self, Server};
 use crate::stream::conn::Shared;
-use crate::stream::hist::Hist;
 use crate::stream::setup::{Api, PASSWORD};
 use crate::stream::{CpuSnapshot, CpuUse, Environment, Plan, Watched, messages_for, run_load};
 use client::{Login, Mechanism, XConn};
@@ -613,137 +613,6 @@ async fn idle(
     Ok(failures)
 }
 
-/// A burst of log-ins measured from the outside.
-#[derive(Serialize)]
-struct BurstReport {
-    scenario: &'static str,
-    parameters: serde_json::Value,
-    environment: Environment,
-    attempts: usize,
-    succeeded: usize,
-    failed: usize,
-    failure_samples: Vec<String>,
-    seconds: f64,
-    per_second: f64,
-    latency_p50_ms: f64,
-    latency_p90_ms: f64,
-    latency_p99_ms: f64,
-    latency_max_ms: f64,
-    cpu: CpuUse,
-    server_cpu_ms_per_login: f64,
-    server_rss_after_mib: f64,
-}
-
-impl BurstReport {
-    fn print(&self, json: bool) -> anyhow::Result<Vec<String>> {
-        println!(
-            "| scenario | server | log-ins | failed | seconds | log-ins/s | p50 ms | p90 ms | p99 ms | max ms | server CPU % (core busy) | server ms/log-in | server RSS MiB | generator CPU % (core busy) | other CPU % |"
-        );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-        println!(
-            "| {} | {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} ({}) | {:.2} | {:.1} | {:.0} ({}) | {:.0} |",
-            self.scenario,
-            self.environment.server,
-            self.attempts,
-            self.failed,
-            self.seconds,
-            self.per_second,
-            self.latency_p50_ms,
-            self.latency_p90_ms,
-            self.latency_p99_ms,
-            self.latency_max_ms,
-            self.cpu.server_percent,
-            crate::stream::opt_pct(self.cpu.server_core_busy_percent),
-            self.server_cpu_ms_per_login,
-            self.server_rss_after_mib,
-            self.cpu.generator_percent,
-            crate::stream::opt_pct(self.cpu.generator_core_busy_percent),
-            self.cpu.other_percent,
-        );
-        if json {
-            println!("{}", serde_json::to_string_pretty(self)?);
-        }
-        let mut failures = Vec::new();
-        if self.failed > 0 {
-            failures.push(format!(
-                "{} log-ins failed: {:?}",
-                self.failed, self.failure_samples
-            ));
-        }
-        Ok(failures)
-    }
-}
-
-/// Runs `attempts` log-ins through `run(i)`, `concurrency` at a time,
-/// and measures them.
-#[allow(clippy::too_many_arguments)]
-async fn burst<F, Fut>(
-    scenario: &'static str,
-    parameters: serde_json::Value,
-    running: &Running,
-    env: &Environment,
-    attempts: usize,
-    concurrency: usize,
-    started: Option<Instant>,
-    run: F,
-) -> anyhow::Result<BurstReport>
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let hist = Hist::new();
-    let failed = AtomicU64::new(0);
-    let samples = std::sync::Mutex::new(Vec::new());
-    let cpu0 = CpuSnapshot::take(running.pid, env)?;
-    let start = started.unwrap_or_else(Instant::now);
-    futures::stream::iter((0..attempts).map(|i| {
-        let (hist, failed, samples, run) = (&hist, &failed, &samples, &run);
-        async move {
-            let t = started.unwrap_or_else(Instant::now);
-            match run(i).await {
-                Ok(()) => hist.record(t.elapsed().as_micros() as u64),
-                Err(e) => {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                    let mut s = samples.lock().expect("samples");
-                    if s.len() < 5 {
-                        s.push(format!("{e:#}"));
-                    }
-                }
-            }
-        }
-    }))
-    .buffer_unordered(concurrency.max(1))
-    .collect::<Vec<()>>()
-    .await;
-    let seconds = start.elapsed().as_secs_f64();
-    let cpu1 = CpuSnapshot::take(running.pid, env)?;
-    let failed = failed.load(Ordering::Relaxed) as usize;
-    let succeeded = attempts - failed;
-    let server_cpu = cpu1.since(&cpu0).server_percent / 100.0 * (cpu1.at - cpu0.at).as_secs_f64();
-    Ok(BurstReport {
-        scenario,
-        parameters,
-        environment: env.clone(),
-        attempts,
-        succeeded,
-        failed,
-        failure_samples: samples.into_inner().expect("samples"),
-        seconds,
-        per_second: succeeded as f64 / seconds,
-        latency_p50_ms: hist.quantile_ms(0.5),
-        latency_p90_ms: hist.quantile_ms(0.9),
-        latency_p99_ms: hist.quantile_ms(0.99),
-        latency_max_ms: hist.max_ms(),
-        cpu: cpu1.since(&cpu0),
-        server_cpu_ms_per_login: if succeeded > 0 {
-            server_cpu * 1e3 / succeeded as f64
-        } else {
-            0.0
-        },
-        server_rss_after_mib: proc::rss_mib(running.pid)?,
-    })
-}
-
 async fn login(
     args: &LoginArgs,
     running: &Running,
@@ -769,7 +638,7 @@ async fn login(
     let report = burst(
         "xmpp login",
         serde_json::to_value(args)?,
-        running,
+        running.pid,
         env,
         args.logins,
         args.concurrency,
@@ -824,7 +693,7 @@ async fn storm(
     let report = burst(
         "xmpp storm",
         serde_json::to_value(args)?,
-        running,
+        running.pid,
         env,
         args.connections,
         concurrency,
