@@ -1,7 +1,8 @@
-//! Bursts of log-ins, measured from the outside: a fixed number in
-//! flight (log-in rate), or all at once from a common instant (a
-//! reconnect storm), with latency percentiles, failures and the server's
-//! CPU time per log-in. Shared by the JSON API and XMPP scenarios.
+//! Bursts of operations (log-ins, history pages), measured from the
+//! outside: a fixed number in flight (log-in rate, history), or all at
+//! once from a common instant (a reconnect storm), with latency
+//! percentiles, failures and the server's CPU time per operation. Shared
+//! by the JSON API and XMPP scenarios.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -13,7 +14,7 @@ use crate::proc;
 use crate::stream::hist::Hist;
 use crate::stream::{CpuSnapshot, CpuUse, Environment};
 
-/// A burst of log-ins measured from the outside.
+/// A burst of operations measured from the outside.
 #[derive(Serialize)]
 pub(crate) struct BurstReport {
     scenario: &'static str,
@@ -30,14 +31,14 @@ pub(crate) struct BurstReport {
     latency_p99_ms: f64,
     latency_max_ms: f64,
     cpu: CpuUse,
-    server_cpu_ms_per_login: f64,
+    server_cpu_ms_per_op: f64,
     server_rss_after_mib: f64,
 }
 
 impl BurstReport {
     pub fn print(&self, json: bool) -> anyhow::Result<Vec<String>> {
         println!(
-            "| scenario | server | log-ins | failed | seconds | log-ins/s | p50 ms | p90 ms | p99 ms | max ms | server CPU % (core busy) | server ms/log-in | server RSS MiB | generator CPU % (core busy) | other CPU % |"
+            "| scenario | server | operations | failed | seconds | per s | p50 ms | p90 ms | p99 ms | max ms | server CPU % (core busy) | server ms/operation | server RSS MiB | generator CPU % (core busy) | other CPU % |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         println!(
@@ -54,7 +55,7 @@ impl BurstReport {
             self.latency_max_ms,
             self.cpu.server_percent,
             crate::stream::opt_pct(self.cpu.server_core_busy_percent),
-            self.server_cpu_ms_per_login,
+            self.server_cpu_ms_per_op,
             self.server_rss_after_mib,
             self.cpu.generator_percent,
             crate::stream::opt_pct(self.cpu.generator_core_busy_percent),
@@ -66,7 +67,7 @@ impl BurstReport {
         let mut failures = Vec::new();
         if self.failed > 0 {
             failures.push(format!(
-                "{} log-ins failed: {:?}",
+                "{} operations failed: {:?}",
                 self.failed, self.failure_samples
             ));
         }
@@ -74,7 +75,7 @@ impl BurstReport {
     }
 }
 
-/// Runs `attempts` log-ins through `run(i)`, `concurrency` at a time,
+/// Runs `attempts` operations through `run(i)`, `concurrency` at a time,
 /// and measures them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn burst<F, Fut>(
@@ -135,7 +136,7 @@ where
         latency_p99_ms: hist.quantile_ms(0.99),
         latency_max_ms: hist.max_ms(),
         cpu: cpu1.since(&cpu0),
-        server_cpu_ms_per_login: if succeeded > 0 {
+        server_cpu_ms_per_op: if succeeded > 0 {
             server_cpu * 1e3 / succeeded as f64
         } else {
             0.0

@@ -170,8 +170,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Warning and error lines the server logged.
     pub problems: Arc<AtomicU64>,
-    /// Kept so that the directory lives as long as the server.
-    _data: tempfile::TempDir,
+    /// Kept so that the directory lives as long as the server (taken by
+    /// [`Server::stop_keeping_data`]).
+    data: Option<tempfile::TempDir>,
 }
 
 fn strip_ansi(line: &str) -> String {
@@ -248,13 +249,25 @@ impl Server {
         args: &[String],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Server> {
+        let data = tempfile::Builder::new().prefix("natter-bench-").tempdir()?;
+        Self::start_in(natter, cpu, args, env, data)
+    }
+
+    /// [`Server::start_with`] on an existing data directory (one that an
+    /// earlier server of the run left, see [`Server::stop_keeping_data`]).
+    pub fn start_in(
+        natter: &Path,
+        cpu: Option<usize>,
+        args: &[String],
+        env: &[(&str, &str)],
+        data: tempfile::TempDir,
+    ) -> anyhow::Result<Server> {
         if !natter.is_file() {
             bail!(
                 "no natter binary at {} (build it with `cargo build --release -p natter-server`, or pass --natter)",
                 natter.display()
             );
         }
-        let data = tempfile::Builder::new().prefix("natter-bench-").tempdir()?;
         let mut cmd = match cpu {
             Some(c) => {
                 let mut cmd = Command::new("taskset");
@@ -337,7 +350,7 @@ impl Server {
             pid,
             addr,
             problems,
-            _data: data,
+            data: Some(data),
         })
     }
 
@@ -347,6 +360,13 @@ impl Server {
             bail!("natter exited with {status}");
         }
         Ok(())
+    }
+
+    /// Stops the server and hands over its data directory.
+    pub fn stop_keeping_data(mut self) -> anyhow::Result<tempfile::TempDir> {
+        let data = self.data.take().context("data directory")?;
+        self.stop()?;
+        Ok(data)
     }
 
     /// Stops the server: SIGTERM, then SIGKILL after 10 s.

@@ -21,6 +21,7 @@
 
 pub(crate) mod conn;
 pub(crate) mod hist;
+mod history;
 pub(crate) mod setup;
 
 use std::path::PathBuf;
@@ -49,6 +50,27 @@ pub enum Scenario {
     Login(LoginArgs),
     /// Reconnect storm: every connection drops at once and comes back.
     Storm(StormArgs),
+    /// History pages from one long conversation over REST.
+    History(HistoryArgs),
+}
+
+#[derive(clap::Args, Clone, Serialize)]
+pub struct HistoryArgs {
+    /// Messages in the conversation (written through the store before the
+    /// measured server starts, which is much faster than sending them).
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: usize,
+    /// Pages to fetch, at random positions.
+    #[arg(long, default_value_t = 10_000)]
+    pages: usize,
+    /// Messages per page.
+    #[arg(long, default_value_t = 50)]
+    page_size: usize,
+    /// Page requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -187,6 +209,7 @@ impl Scenario {
             Scenario::Idle(a) => &a.common,
             Scenario::Login(a) => &a.common,
             Scenario::Storm(a) => &a.common,
+            Scenario::History(a) => &a.common,
         }
     }
 }
@@ -253,7 +276,12 @@ pub fn main(scenario: Scenario) -> anyhow::Result<()> {
             "multi_thread",
         )
     };
-    let server = Server::start(&common.natter, server_cpu)?;
+    let mut server = Server::start(&common.natter, server_cpu)?;
+    if let Scenario::History(a) = &scenario {
+        // The long conversation is written through the store while no
+        // server runs, then the server is started again on it.
+        server = rt.block_on(history::fill(a, server, server_cpu))?;
+    }
     let env = Environment {
         server: common.natter.display().to_string(),
         server_pid: server.pid,
@@ -272,6 +300,7 @@ pub fn main(scenario: Scenario) -> anyhow::Result<()> {
             Scenario::Idle(a) => idle(a, &server, &env).await,
             Scenario::Login(a) => login(a, &server, &env).await,
             Scenario::Storm(a) => storm(a, &server, &env).await,
+            Scenario::History(a) => history::run(a, &server, &env).await,
         }
     });
     let problems = server.problems.clone();
