@@ -21,6 +21,10 @@ modules_enabled = {
 	"roster"; "saslauth"; "disco"; "ping"; "register"; "mam";
 }
 
+-- As many pending connections as natter's listener (tokio's 1024), for
+-- log-in bursts and reconnect storms.
+network_settings = { tcp_backlog = 1024 }
+
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 allow_registration = true
