@@ -649,6 +649,10 @@ pub(crate) struct LoadReport {
     /// Server CPU from the first send to the end of the drain, per
     /// delivered message (echoes, replies and receipts are paid from it).
     server_cpu_us_per_delivery: f64,
+    /// Server CPU over the same time per message sent: when a server
+    /// falls behind and deliveries are lost, the per-delivery figure
+    /// overstates what each message cost it.
+    server_cpu_us_per_sent: f64,
     server_rss_before_mib: f64,
     server_rss_after_mib: f64,
     server_rss_peak_mib: f64,
@@ -917,6 +921,11 @@ pub(crate) async fn run_load(
         cpu: cpu1.since(&cpu0),
         server_cpu_us_per_delivery: if delivered > 0 {
             (server_cpu2 - cpu0.server) * 1e6 / delivered as f64
+        } else {
+            0.0
+        },
+        server_cpu_us_per_sent: if sent > 0 {
+            (server_cpu2 - cpu0.server) * 1e6 / sent as f64
         } else {
             0.0
         },
