@@ -168,6 +168,8 @@ pub struct Server {
     child: Child,
     pub pid: u32,
     pub addr: SocketAddr,
+    /// The plain (STARTTLS) XMPP c2s listener, as the server logged it.
+    pub xmpp_addr: Option<SocketAddr>,
     /// Warning and error lines the server logged.
     pub problems: Arc<AtomicU64>,
     /// Kept so that the directory lives as long as the server (taken by
@@ -199,6 +201,7 @@ fn strip_ansi(line: &str) -> String {
 fn drain(
     pipe: impl Read + Send + 'static,
     addr_tx: mpsc::Sender<SocketAddr>,
+    xmpp: Arc<Mutex<Option<SocketAddr>>>,
     tail: Arc<Mutex<VecDeque<String>>>,
     problems: Arc<AtomicU64>,
 ) {
@@ -215,6 +218,19 @@ fn drain(
                     let _ = tx.send(a);
                     addr_tx = None;
                 }
+            }
+            // "XMPP listening addr=… direct_tls=false", logged before the
+            // HTTP address.
+            if line.contains("XMPP listening")
+                && line.contains("direct_tls=false")
+                && let Some(i) = line.find("addr=")
+                && let Ok(a) = line[i + 5..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .parse()
+            {
+                *xmpp.lock().expect("xmpp address") = Some(a);
             }
             if line.contains(" WARN ") || line.contains(" ERROR ") || line.contains("panicked") {
                 // Echo the first few; a flood (e.g. at shutdown) is counted.
@@ -305,15 +321,18 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let problems = Arc::new(AtomicU64::new(0));
+        let xmpp = Arc::new(Mutex::new(None));
         drain(
             child.stdout.take().expect("stdout"),
             tx.clone(),
+            xmpp.clone(),
             tail.clone(),
             problems.clone(),
         );
         drain(
             child.stderr.take().expect("stderr"),
             tx,
+            xmpp.clone(),
             tail.clone(),
             problems.clone(),
         );
@@ -345,21 +364,15 @@ impl Server {
                 }
             }
         };
+        let xmpp_addr = *xmpp.lock().expect("xmpp address");
         Ok(Server {
             child,
             pid,
             addr,
+            xmpp_addr,
             problems,
             data: Some(data),
         })
-    }
-
-    /// Fails if the server has exited.
-    pub fn check_running(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!("natter exited with {status}");
-        }
-        Ok(())
     }
 
     /// Stops the server and hands over its data directory.

@@ -280,26 +280,6 @@ impl Running {
     }
 }
 
-/// A free loopback port for natter's XMPP listener.
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
-}
-
-async fn wait_listening(addr: SocketAddr, natter: &mut Server) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
-        }
-        natter.check_running()?;
-        if Instant::now() > deadline {
-            bail!("natter is not listening for XMPP on {addr} after 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 pub fn main(scenario: Scenario) -> anyhow::Result<()> {
     let target = scenario.target().clone();
     let nofile_limit = proc::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
@@ -328,23 +308,32 @@ pub fn main(scenario: Scenario) -> anyhow::Result<()> {
             "multi_thread",
         )
     };
-    let (mut natter, addr, pid, server_cpu, name) = match target.server {
+    let (natter, addr, pid, server_cpu, name) = match target.server {
         Kind::Natter => {
             let server_cpu = if pin && proc::which("taskset").is_some() {
                 Some(cpus[0])
             } else {
                 None
             };
-            let xmpp = free_port()?;
+            // Natter's own XMPP listener (the harness starts every natter
+            // with one on port 0), plaintext on loopback, without the
+            // per-session stanza shaping and the connection limits meant
+            // for the open internet, like the peers' configurations.
             let server = Server::start_with(
                 &target.natter,
                 server_cpu,
-                &["--xmpp".to_owned(), xmpp.to_string()],
+                &[],
                 &[
                     ("NATTER_XMPP__ALLOW_PLAINTEXT", "true"),
+                    ("NATTER_XMPP__STANZAS_PER_SECOND", "1000000"),
+                    ("NATTER_XMPP__MAX_UNAUTHENTICATED_PER_IP", "100000"),
+                    ("NATTER_XMPP__MAX_SESSIONS_PER_USER", "1000"),
                     ("NATTER_DOMAIN", &target.domain),
                 ],
             )?;
+            let xmpp = server
+                .xmpp_addr
+                .context("natter logged no XMPP listener (natter serve --xmpp)")?;
             let pid = server.pid;
             (
                 Some(server),
@@ -366,9 +355,6 @@ pub fn main(scenario: Scenario) -> anyhow::Result<()> {
             target.server_name.clone(),
         ),
     };
-    if let Some(n) = natter.as_mut() {
-        rt.block_on(wait_listening(addr, n))?;
-    }
     let register = target.register.unwrap_or(match target.server {
         Kind::Natter => Register::Rest,
         Kind::External => Register::Ibr,
