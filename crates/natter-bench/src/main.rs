@@ -11,14 +11,20 @@
 //! - `natter-bench cluster --nodes URL,URL` drives nodes you started
 //!   (one, or several of a cluster) and reports delivered messages per
 //!   second with every message crossing nodes (see [`cluster`]).
+//! - `natter-bench xmpp <chat|idle|login|storm>` runs XMPP scenarios
+//!   against natter or any other XMPP server (Prosody, ejabberd), so that
+//!   they can be compared on one machine (see [`xmpp`] and
+//!   `scripts/bench-peers`).
 //!
 //! Results print as a Markdown table and, with `--json`, as JSON, so that
 //! `BENCHMARKS.md` can quote them.
 
+mod burst;
 mod cluster;
 mod proc;
 mod store;
 mod stream;
+mod xmpp;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +45,9 @@ enum Cmd {
     /// Delivered messages per second through already running nodes, each
     /// message crossing nodes when there are several.
     Cluster(cluster::ClusterArgs),
+    /// The same XMPP scenarios against natter or another XMPP server.
+    #[command(subcommand)]
+    Xmpp(xmpp::Scenario),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,5 +64,6 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(cluster::run(args))
         }
+        Cmd::Xmpp(scenario) => xmpp::main(scenario),
     }
 }

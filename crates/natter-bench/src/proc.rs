@@ -168,10 +168,13 @@ pub struct Server {
     child: Child,
     pub pid: u32,
     pub addr: SocketAddr,
+    /// The plain (STARTTLS) XMPP c2s listener, as the server logged it.
+    pub xmpp_addr: Option<SocketAddr>,
     /// Warning and error lines the server logged.
     pub problems: Arc<AtomicU64>,
-    /// Kept so that the directory lives as long as the server.
-    _data: tempfile::TempDir,
+    /// Kept so that the directory lives as long as the server (taken by
+    /// [`Server::stop_keeping_data`]).
+    data: Option<tempfile::TempDir>,
 }
 
 fn strip_ansi(line: &str) -> String {
@@ -198,6 +201,7 @@ fn strip_ansi(line: &str) -> String {
 fn drain(
     pipe: impl Read + Send + 'static,
     addr_tx: mpsc::Sender<SocketAddr>,
+    xmpp: Arc<Mutex<Option<SocketAddr>>>,
     tail: Arc<Mutex<VecDeque<String>>>,
     problems: Arc<AtomicU64>,
 ) {
@@ -214,6 +218,19 @@ fn drain(
                     let _ = tx.send(a);
                     addr_tx = None;
                 }
+            }
+            // "XMPP listening addr=… direct_tls=false", logged before the
+            // HTTP address.
+            if line.contains("XMPP listening")
+                && line.contains("direct_tls=false")
+                && let Some(i) = line.find("addr=")
+                && let Ok(a) = line[i + 5..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .parse()
+            {
+                *xmpp.lock().expect("xmpp address") = Some(a);
             }
             if line.contains(" WARN ") || line.contains(" ERROR ") || line.contains("panicked") {
                 // Echo the first few; a flood (e.g. at shutdown) is counted.
@@ -237,13 +254,36 @@ impl Server {
     /// directory, pinned to `cpu` with `taskset` if given, and waits for
     /// its listening address.
     pub fn start(natter: &Path, cpu: Option<usize>) -> anyhow::Result<Server> {
+        Self::start_with(natter, cpu, &[], &[])
+    }
+
+    /// [`Server::start`] with extra arguments after `serve …` and extra
+    /// environment variables (e.g. an XMPP listener).
+    pub fn start_with(
+        natter: &Path,
+        cpu: Option<usize>,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
+        let data = tempfile::Builder::new().prefix("natter-bench-").tempdir()?;
+        Self::start_in(natter, cpu, args, env, data)
+    }
+
+    /// [`Server::start_with`] on an existing data directory (one that an
+    /// earlier server of the run left, see [`Server::stop_keeping_data`]).
+    pub fn start_in(
+        natter: &Path,
+        cpu: Option<usize>,
+        args: &[String],
+        env: &[(&str, &str)],
+        data: tempfile::TempDir,
+    ) -> anyhow::Result<Server> {
         if !natter.is_file() {
             bail!(
                 "no natter binary at {} (build it with `cargo build --release -p natter-server`, or pass --natter)",
                 natter.display()
             );
         }
-        let data = tempfile::Builder::new().prefix("natter-bench-").tempdir()?;
         let mut cmd = match cpu {
             Some(c) => {
                 let mut cmd = Command::new("taskset");
@@ -269,6 +309,8 @@ impl Server {
             .env("NATTER_STREAM__COMMANDS_PER_SECOND", "100000")
             .env("NATTER_LOG", "info")
             .env("NO_COLOR", "1")
+            .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -279,15 +321,18 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let problems = Arc::new(AtomicU64::new(0));
+        let xmpp = Arc::new(Mutex::new(None));
         drain(
             child.stdout.take().expect("stdout"),
             tx.clone(),
+            xmpp.clone(),
             tail.clone(),
             problems.clone(),
         );
         drain(
             child.stderr.take().expect("stderr"),
             tx,
+            xmpp.clone(),
             tail.clone(),
             problems.clone(),
         );
@@ -319,13 +364,22 @@ impl Server {
                 }
             }
         };
+        let xmpp_addr = *xmpp.lock().expect("xmpp address");
         Ok(Server {
             child,
             pid,
             addr,
+            xmpp_addr,
             problems,
-            _data: data,
+            data: Some(data),
         })
+    }
+
+    /// Stops the server and hands over its data directory.
+    pub fn stop_keeping_data(mut self) -> anyhow::Result<tempfile::TempDir> {
+        let data = self.data.take().context("data directory")?;
+        self.stop()?;
+        Ok(data)
     }
 
     /// Stops the server: SIGTERM, then SIGKILL after 10 s.

@@ -134,7 +134,7 @@ fn message(conv: ConversationId, sender: UserId, client_id: String) -> NewMessag
 
 /// Appends `per_task` messages from each (sender, conversation) pair
 /// concurrently; returns every append's latency and the wall time.
-async fn append_load(
+pub(crate) async fn append_load(
     store: &Arc<dyn Store>,
     pairs: Vec<(UserId, ConversationId)>,
     per_task: usize,

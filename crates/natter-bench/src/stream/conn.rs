@@ -123,21 +123,7 @@ impl Shared {
     fn on_text(&self, me: u32, t: &str) {
         self.frames.fetch_add(1, Ordering::Relaxed);
         if t.contains("\"message.created\"") {
-            let Some((id, sent_ns, sender)) = parse_body(t) else {
-                self.other_frames.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            if sender == me {
-                self.echoes.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            let now = self.now_ns();
-            self.latency.record(now.saturating_sub(sent_ns) / 1000);
-            self.deliveries.fetch_add(1, Ordering::Relaxed);
-            self.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
-            if let Some(slot) = self.slots.get(id as usize) {
-                slot.received.fetch_add(1, Ordering::Relaxed);
-            }
+            self.on_message(me, parse_body(t));
         } else if t.contains("\"type\":\"reply\"") {
             let ok = t.contains("\"ok\":true");
             let slot = reference(t).and_then(|r| self.slots.get(r as usize));
@@ -175,10 +161,50 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Handles the body of a message that arrived on connection `me`
+    /// over a transport that hands over bodies rather than JSON frames
+    /// (XMPP).
+    pub fn on_body(&self, me: u32, body: &str) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.on_message(me, body.strip_prefix(BODY_TAG).and_then(parse_fields));
+    }
+
+    /// Counts a delivery (or an echo) of the message whose body fields
+    /// are `fields`.
+    fn on_message(&self, me: u32, fields: Option<(u64, u64, u32)>) {
+        let Some((id, sent_ns, sender)) = fields else {
+            self.other_frames.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if sender == me {
+            self.echoes.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let now = self.now_ns();
+        self.latency.record(now.saturating_sub(sent_ns) / 1000);
+        self.deliveries.fetch_add(1, Ordering::Relaxed);
+        self.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
+        if let Some(slot) = self.slots.get(id as usize) {
+            slot.received.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a connection that ended while the harness was not closing.
+    pub fn closed(&self, reason: String) {
+        self.note_close(reason);
+    }
+}
+
 /// `(id, sent ns, sender)` from a frame carrying one of our bodies.
 fn parse_body(t: &str) -> Option<(u64, u64, u32)> {
     let start = t.find(BODY_FIELD)? + BODY_FIELD.len();
-    let mut parts = t[start..].splitn(4, ':');
+    parse_fields(&t[start..])
+}
+
+/// `(id, sent ns, sender)` from the rest of a body after its tag.
+fn parse_fields(rest: &str) -> Option<(u64, u64, u32)> {
+    let mut parts = rest.splitn(4, ':');
     let id = parts.next()?.parse().ok()?;
     let sent = parts.next()?.parse().ok()?;
     let sender = parts.next()?.parse().ok()?;
@@ -203,15 +229,95 @@ pub fn body(id: u64, sent_ns: u64, sender: u32, len: usize) -> String {
     b
 }
 
-/// An open, authenticated connection of the generator.
+/// An open, authenticated connection of the generator: a WebSocket, or
+/// a long-polling client.
 pub struct Conn {
-    tx: mpsc::UnboundedSender<Message>,
+    tx: Tx,
+}
+
+enum Tx {
+    Ws(mpsc::UnboundedSender<Message>),
+    Poll(mpsc::UnboundedSender<String>),
 }
 
 impl Conn {
     /// Queues a text frame; false if the connection is gone.
     pub fn send(&self, text: String) -> bool {
-        self.tx.send(Message::text(text)).is_ok()
+        match &self.tx {
+            Tx::Ws(tx) => tx.send(Message::text(text)).is_ok(),
+            Tx::Poll(tx) => tx.send(text).is_ok(),
+        }
+    }
+
+    /// A long-polling client (`GET`/`POST /api/v1/events`) with `token`:
+    /// one task polls from the current position on, and every command is
+    /// posted by a task of its own, so that sends stay open-loop; replies
+    /// and events are tallied in `shared` as on a WebSocket.
+    pub async fn open_poll(
+        client: reqwest::Client,
+        base: String,
+        token: &str,
+        me: u32,
+        shared: Arc<Shared>,
+    ) -> anyhow::Result<Conn> {
+        let auth = format!("Bearer {token}");
+        let first: serde_json::Value = poll_once(&client, &base, &auth, None, 0).await?;
+        let mut cursor = first["cursor"]
+            .as_str()
+            .context("no cursor in the first poll")?
+            .to_owned();
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        {
+            let (client, base, auth, shared) =
+                (client.clone(), base.clone(), auth.clone(), shared.clone());
+            tokio::spawn(async move {
+                while let Some(frame) = rx.recv().await {
+                    let (client, base, auth, shared) =
+                        (client.clone(), base.clone(), auth.clone(), shared.clone());
+                    tokio::spawn(async move {
+                        let resp = client
+                            .post(format!("{base}/api/v1/events"))
+                            .header("authorization", auth)
+                            .header("content-type", "application/json")
+                            .body(frame)
+                            .send()
+                            .await;
+                        match resp {
+                            Ok(r) => match r.text().await {
+                                Ok(t) => shared.on_text(me, &t),
+                                Err(e) => shared.note_error(&format!("reading a reply: {e}")),
+                            },
+                            Err(e) => shared.note_error(&format!("posting a command: {e}")),
+                        }
+                    });
+                }
+            });
+        }
+        tokio::spawn(async move {
+            while !shared.closing.load(Ordering::Relaxed) {
+                match poll_once(&client, &base, &auth, Some(&cursor), 25).await {
+                    Ok(page) => {
+                        if let Some(events) = page["events"].as_array() {
+                            for e in events {
+                                shared.on_text(me, &e.to_string());
+                            }
+                        }
+                        match page["cursor"].as_str() {
+                            Some(c) => c.clone_into(&mut cursor),
+                            None => {
+                                shared.note_close("a poll without a cursor".to_owned());
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        shared.note_close(format!("poll failed: {e:#}"));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Conn { tx: Tx::Poll(tx) })
     }
 
     /// Opens `/api/v1/stream`, authenticates with `token`, waits for
@@ -266,8 +372,35 @@ impl Conn {
             let _ = sink.close().await;
         });
         tokio::spawn(read_loop(me, stream, shared));
-        Ok(Conn { tx })
+        Ok(Conn { tx: Tx::Ws(tx) })
     }
+}
+
+/// One `GET /api/v1/events`.
+async fn poll_once(
+    client: &reqwest::Client,
+    base: &str,
+    auth: &str,
+    cursor: Option<&str>,
+    timeout: u32,
+) -> anyhow::Result<serde_json::Value> {
+    let mut url = format!("{base}/api/v1/events?timeout={timeout}");
+    if let Some(c) = cursor {
+        url.push_str("&cursor=");
+        url.push_str(c);
+    }
+    let resp = client
+        .get(url)
+        .header("authorization", auth)
+        .send()
+        .await
+        .context("polling")?;
+    let status = resp.status();
+    let text = resp.text().await.context("reading a poll")?;
+    if !status.is_success() {
+        bail!("poll: HTTP {status}: {text}");
+    }
+    serde_json::from_str(&text).context("poll response")
 }
 
 async fn read_loop(me: u32, mut stream: SplitStream<Socket>, shared: Arc<Shared>) {

@@ -19,9 +19,10 @@
 //! command failed or a connection dropped, so that a tiny run doubles as
 //! a CI smoke test.
 
-mod conn;
-mod hist;
-mod setup;
+pub(crate) mod conn;
+pub(crate) mod hist;
+mod history;
+pub(crate) mod setup;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +46,73 @@ pub enum Scenario {
     Fanout(FanoutArgs),
     /// Idle authenticated connections: server memory per connection.
     Idle(IdleArgs),
+    /// Log-in rate: password log-ins, or token log-ins on the stream.
+    Login(LoginArgs),
+    /// Reconnect storm: every connection drops at once and comes back.
+    Storm(StormArgs),
+    /// History pages from one long conversation over REST.
+    History(HistoryArgs),
+}
+
+#[derive(clap::Args, Clone, Serialize)]
+pub struct HistoryArgs {
+    /// Messages in the conversation (written through the store before the
+    /// measured server starts, which is much faster than sending them).
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: usize,
+    /// Pages to fetch, at random positions.
+    #[arg(long, default_value_t = 10_000)]
+    pages: usize,
+    /// Messages per page.
+    #[arg(long, default_value_t = 50)]
+    page_size: usize,
+    /// Page requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum LoginMode {
+    /// `POST /api/v1/sessions` with the password (a password hash each).
+    Password,
+    /// An existing token: open the stream (or the first poll) and
+    /// authenticate, then leave.
+    Token,
+}
+
+#[derive(clap::Args, Clone, Serialize)]
+pub struct LoginArgs {
+    /// What a log-in is.
+    #[arg(long, value_enum, default_value = "password")]
+    mode: LoginMode,
+    /// Accounts the log-ins cycle through.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Log-ins in all.
+    #[arg(long, default_value_t = 2000)]
+    logins: usize,
+    /// Log-ins in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args, Clone, Serialize)]
+pub struct StormArgs {
+    /// Connections that drop and come back with their token.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Connections per user (sharing its token).
+    #[arg(long, default_value_t = 10)]
+    per_user: usize,
+    /// Reconnections in flight at once (all of them by default).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(clap::Args, Clone, Serialize)]
@@ -62,9 +130,12 @@ pub struct Common {
     /// REST requests in flight during setup.
     #[arg(long, default_value_t = 32)]
     setup_concurrency: usize,
-    /// WebSocket handshakes in flight while connecting.
+    /// WebSocket handshakes (or first polls) in flight while connecting.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
+    /// How clients receive and send in real time.
+    #[arg(long, value_enum, default_value = "websocket")]
+    transport: setup::Transport,
 }
 
 #[derive(clap::Args, Clone, Serialize)]
@@ -136,26 +207,30 @@ impl Scenario {
             Scenario::Chat(a) => &a.common,
             Scenario::Fanout(a) => &a.common,
             Scenario::Idle(a) => &a.common,
+            Scenario::Login(a) => &a.common,
+            Scenario::Storm(a) => &a.common,
+            Scenario::History(a) => &a.common,
         }
     }
 }
 
 /// How the run was set up, for the report.
 #[derive(Serialize, Clone)]
-struct Environment {
-    natter: String,
-    server_pid: u32,
+pub(crate) struct Environment {
+    /// The server under test: the natter binary, or a peer's name.
+    pub server: String,
+    pub server_pid: u32,
     /// Whether server and generator ran on separate cores.
-    pinned: bool,
-    server_cpu: Option<usize>,
-    generator_cpu: Option<usize>,
-    cpus: usize,
-    runtime: &'static str,
-    nofile_limit: u64,
+    pub pinned: bool,
+    pub server_cpu: Option<usize>,
+    pub generator_cpu: Option<usize>,
+    pub cpus: usize,
+    pub runtime: &'static str,
+    pub nofile_limit: u64,
 }
 
 impl Environment {
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         let pin = if self.pinned {
             format!(
                 "pinned: server on cpu {}, generator on cpu {}",
@@ -167,7 +242,7 @@ impl Environment {
         };
         format!(
             "server {} (pid {}); {pin}; {} cpus; generator runtime {}; open-file limit {}",
-            self.natter, self.server_pid, self.cpus, self.runtime, self.nofile_limit
+            self.server, self.server_pid, self.cpus, self.runtime, self.nofile_limit
         )
     }
 }
@@ -201,9 +276,14 @@ pub fn main(scenario: Scenario) -> anyhow::Result<()> {
             "multi_thread",
         )
     };
-    let server = Server::start(&common.natter, server_cpu)?;
+    let mut server = Server::start(&common.natter, server_cpu)?;
+    if let Scenario::History(a) = &scenario {
+        // The long conversation is written through the store while no
+        // server runs, then the server is started again on it.
+        server = rt.block_on(history::fill(a, server, server_cpu))?;
+    }
     let env = Environment {
-        natter: common.natter.display().to_string(),
+        server: common.natter.display().to_string(),
         server_pid: server.pid,
         pinned: server_cpu.is_some(),
         server_cpu,
@@ -218,6 +298,9 @@ pub fn main(scenario: Scenario) -> anyhow::Result<()> {
             Scenario::Chat(a) => chat(a, &server, &env).await,
             Scenario::Fanout(a) => fanout(a, &server, &env).await,
             Scenario::Idle(a) => idle(a, &server, &env).await,
+            Scenario::Login(a) => login(a, &server, &env).await,
+            Scenario::Storm(a) => storm(a, &server, &env).await,
+            Scenario::History(a) => history::run(a, &server, &env).await,
         }
     });
     let problems = server.problems.clone();
@@ -241,8 +324,8 @@ pub fn main(scenario: Scenario) -> anyhow::Result<()> {
 /// CPU counters at one instant: the server's and the generator's own
 /// time, and the busy time of the machine and of the two cores.
 #[derive(Clone, Copy)]
-struct CpuSnapshot {
-    at: Instant,
+pub(crate) struct CpuSnapshot {
+    pub at: Instant,
     server: f64,
     generator: f64,
     machine: proc::Busy,
@@ -252,26 +335,26 @@ struct CpuSnapshot {
 
 /// CPU use between two snapshots, in % of one core.
 #[derive(Serialize, Clone, Copy, Default)]
-struct CpuUse {
-    server_percent: f64,
-    generator_percent: f64,
+pub(crate) struct CpuUse {
+    pub server_percent: f64,
+    pub generator_percent: f64,
     /// Other processes (user + system time not of the server or the
     /// generator): anything but noise means the figures are disturbed.
-    other_percent: f64,
+    pub other_percent: f64,
     /// irq + softirq on all cores (mostly loopback networking, which the
     /// kernel does not charge to the processes).
-    irq_percent: f64,
+    pub irq_percent: f64,
     /// How busy the server's and the generator's cores were, whoever
     /// used them (when pinned): near 100 means that side was saturated.
-    server_core_busy_percent: Option<f64>,
-    generator_core_busy_percent: Option<f64>,
+    pub server_core_busy_percent: Option<f64>,
+    pub generator_core_busy_percent: Option<f64>,
 }
 
 impl CpuSnapshot {
-    fn take(server: &Server, env: &Environment) -> anyhow::Result<Self> {
+    pub fn take(pid: u32, env: &Environment) -> anyhow::Result<Self> {
         Ok(Self {
             at: Instant::now(),
-            server: proc::cpu_seconds(Some(server.pid))?,
+            server: proc::cpu_seconds(Some(pid))?,
             generator: proc::cpu_seconds(None)?,
             machine: proc::busy(None)?,
             server_core: env.server_cpu.map(|c| proc::busy(Some(c))).transpose()?,
@@ -279,7 +362,7 @@ impl CpuSnapshot {
         })
     }
 
-    fn since(&self, earlier: &CpuSnapshot) -> CpuUse {
+    pub fn since(&self, earlier: &CpuSnapshot) -> CpuUse {
         let wall = (self.at - earlier.at).as_secs_f64().max(1e-9);
         let pct = |secs: f64| 100.0 * secs / wall;
         let server = self.server - earlier.server;
@@ -299,7 +382,7 @@ impl CpuSnapshot {
     }
 }
 
-fn opt_pct(v: Option<f64>) -> String {
+pub(crate) fn opt_pct(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.0}"))
         .unwrap_or_else(|| "-".to_owned())
 }
@@ -321,7 +404,14 @@ async fn connect_users(
     );
     let t = Instant::now();
     let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
-    let conns = setup::connections(server.addr, &refs, shared, common.connect_concurrency).await?;
+    let conns = setup::connections(
+        server.addr,
+        common.transport,
+        &refs,
+        shared,
+        common.connect_concurrency,
+    )
+    .await?;
     eprintln!(
         "setup: {} WebSockets authenticated in {:.1} s",
         conns.len(),
@@ -330,7 +420,7 @@ async fn connect_users(
     Ok((api, tokens, conns))
 }
 
-fn messages_for(rate: f64, seconds: f64) -> anyhow::Result<usize> {
+pub(crate) fn messages_for(rate: f64, seconds: f64) -> anyhow::Result<usize> {
     ensure!(
         rate > 0.0 && seconds > 0.0,
         "--rate and --seconds must be positive"
@@ -383,15 +473,17 @@ async fn chat(args: &ChatArgs, server: &Server, env: &Environment) -> anyhow::Re
         messages,
         drain: Duration::from_secs_f64(args.load.drain),
         body_bytes: args.load.body_bytes,
+        replies: true,
     };
     let params = serde_json::to_value(args)?;
     let report = run_load(
         "chat",
         params,
-        &conns,
+        conns.len(),
+        &stream_sender(&conns, &plan),
         &shared,
         &plan,
-        server,
+        &server.watched(),
         env,
         setup_seconds,
     )
@@ -458,15 +550,17 @@ async fn fanout(
         messages,
         drain: Duration::from_secs_f64(args.load.drain),
         body_bytes: args.load.body_bytes,
+        replies: true,
     };
     let params = serde_json::to_value(args)?;
     let report = run_load(
         "fanout",
         params,
-        &conns,
+        conns.len(),
+        &stream_sender(&conns, &plan),
         &shared,
         &plan,
-        server,
+        &server.watched(),
         env,
         setup_seconds,
     )
@@ -475,18 +569,40 @@ async fn fanout(
 }
 
 /// What to send: message `k` goes from `senders[k % len]` (connection
-/// index, conversation id); each is expected at `expected` recipients.
-struct Plan {
-    senders: Vec<(usize, String)>,
-    expected: u32,
-    rate: f64,
-    messages: usize,
-    drain: Duration,
-    body_bytes: usize,
+/// index, and where to: a conversation id or a JID); each is expected at
+/// `expected` recipients.
+pub(crate) struct Plan {
+    pub senders: Vec<(usize, String)>,
+    pub expected: u32,
+    pub rate: f64,
+    pub messages: usize,
+    pub drain: Duration,
+    pub body_bytes: usize,
+    /// Whether the server answers each send (the JSON stream's `reply`
+    /// after the durable commit). XMPP has no such answer: a message
+    /// counts as acknowledged once handed to its socket, so loss is
+    /// measured against everything sent.
+    pub replies: bool,
+}
+
+/// The process whose CPU and memory a load run watches.
+pub(crate) struct Watched<'a> {
+    pub pid: u32,
+    /// Warning and error lines it logged, where the harness reads its log.
+    pub problems: Option<&'a std::sync::atomic::AtomicU64>,
+}
+
+impl Server {
+    pub(crate) fn watched(&self) -> Watched<'_> {
+        Watched {
+            pid: self.pid,
+            problems: Some(&self.problems),
+        }
+    }
 }
 
 #[derive(Serialize)]
-struct LoadReport {
+pub(crate) struct LoadReport {
     scenario: &'static str,
     parameters: serde_json::Value,
     environment: Environment,
@@ -533,6 +649,10 @@ struct LoadReport {
     /// Server CPU from the first send to the end of the drain, per
     /// delivered message (echoes, replies and receipts are paid from it).
     server_cpu_us_per_delivery: f64,
+    /// Server CPU over the same time per message sent: when a server
+    /// falls behind and deliveries are lost, the per-delivery figure
+    /// overstates what each message cost it.
+    server_cpu_us_per_sent: f64,
     server_rss_before_mib: f64,
     server_rss_after_mib: f64,
     server_rss_peak_mib: f64,
@@ -549,7 +669,7 @@ struct LoadReport {
 
 impl LoadReport {
     /// Prints the table (and JSON); returns what made the run unclean.
-    fn print(&self, json: bool) -> Vec<String> {
+    pub fn print(&self, json: bool) -> Vec<String> {
         println!(
             "| scenario | conns | target msg/s | sent | acked | errors | lost | delivered/s | p50 ms | p90 ms | p99 ms | max ms | ack p99 ms | sched lag max ms | server CPU % (core busy) | server µs/delivery | server RSS MiB | generator CPU % (core busy) | other CPU % | irq % |"
         );
@@ -635,24 +755,39 @@ impl LoadReport {
     }
 }
 
-/// Sends `plan` open-loop and waits for the drain; measures everything.
-#[allow(clippy::too_many_arguments)]
-async fn run_load(
-    scenario: &'static str,
-    parameters: serde_json::Value,
-    conns: &[Conn],
-    shared: &Arc<Shared>,
-    plan: &Plan,
-    server: &Server,
-    env: &Environment,
-    setup_seconds: f64,
-) -> anyhow::Result<LoadReport> {
+/// Sends the messages of `conns` over the JSON stream.
+fn stream_sender<'a>(conns: &'a [Conn], plan: &Plan) -> impl Fn(usize, usize, &str) -> bool + 'a {
     // Frames up to the body, per sender: only the id and body vary.
     let prefixes: Vec<String> = plan
         .senders
         .iter()
         .map(|(_, conv)| format!(r#"{{"type":"send","conversation_id":"{conv}","ref":""#))
         .collect();
+    let conns_of: Vec<usize> = plan.senders.iter().map(|(c, _)| *c).collect();
+    move |k, s, body| {
+        let frame = format!(
+            r#"{}{k}","client_id":"c{k}","body":"{body}"}}"#,
+            prefixes[s]
+        );
+        conns[conns_of[s]].send(frame)
+    }
+}
+
+/// Sends `plan` open-loop and waits for the drain; measures everything.
+/// `send(k, s, body)` hands message `k` of sender `s` to its socket and
+/// says whether the connection was still there.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_load(
+    scenario: &'static str,
+    parameters: serde_json::Value,
+    connections: usize,
+    send: &dyn Fn(usize, usize, &str) -> bool,
+    shared: &Arc<Shared>,
+    plan: &Plan,
+    server: &Watched<'_>,
+    env: &Environment,
+    setup_seconds: f64,
+) -> anyhow::Result<LoadReport> {
     let lag = Hist::new();
     let rss_before = proc::rss_mib(server.pid)?;
     eprintln!(
@@ -662,7 +797,7 @@ async fn run_load(
         plan.senders.len(),
         plan.expected
     );
-    let cpu0 = CpuSnapshot::take(server, env)?;
+    let cpu0 = CpuSnapshot::take(server.pid, env)?;
     let start = Instant::now();
     let first_send_ns = shared.now_ns();
     // `next` is the next message of the schedule; `sent` those that could
@@ -681,12 +816,12 @@ async fn run_load(
             let sent_ns = shared.now_ns();
             shared.slots[k].sent_ns.store(sent_ns, Ordering::Relaxed);
             let body = conn::body(k as u64, sent_ns, conn as u32, plan.body_bytes);
-            let frame = format!(
-                r#"{}{k}","client_id":"c{k}","body":"{body}"}}"#,
-                prefixes[s]
-            );
-            if conns[conn].send(frame) {
+            if send(k, s, &body) {
                 sent += 1;
+                if !plan.replies {
+                    shared.slots[k].state.store(1, Ordering::Relaxed);
+                    shared.replies_ok.fetch_add(1, Ordering::Relaxed);
+                }
             } else {
                 shared.slots[k]
                     .state
@@ -703,7 +838,7 @@ async fn run_load(
         eprintln!("load: {unsent} messages not sent: their sender's connection was gone");
     }
     let send_wall = start.elapsed().as_secs_f64();
-    let cpu1 = CpuSnapshot::take(server, env)?;
+    let cpu1 = CpuSnapshot::take(server.pid, env)?;
     eprintln!("load: {sent} sent in {send_wall:.2} s; draining");
 
     let deadline = Instant::now() + plan.drain;
@@ -754,7 +889,7 @@ async fn run_load(
         scenario,
         parameters,
         environment: env.clone(),
-        connections: conns.len(),
+        connections,
         setup_seconds,
         planned: plan.messages as u64,
         sent: sent as u64,
@@ -789,6 +924,11 @@ async fn run_load(
         } else {
             0.0
         },
+        server_cpu_us_per_sent: if sent > 0 {
+            (server_cpu2 - cpu0.server) * 1e6 / sent as f64
+        } else {
+            0.0
+        },
         server_rss_before_mib: rss_before,
         server_rss_after_mib: rss_after,
         server_rss_peak_mib: rss_peak,
@@ -798,7 +938,7 @@ async fn run_load(
         disconnects: shared.disconnects.load(Ordering::Relaxed),
         close_reasons: shared.close_reasons.lock().expect("close reasons").clone(),
         error_samples: shared.error_samples.lock().expect("error samples").clone(),
-        server_log_problems: server.problems.load(Ordering::Relaxed),
+        server_log_problems: server.problems.map_or(0, |p| p.load(Ordering::Relaxed)),
     })
 }
 
@@ -846,8 +986,14 @@ async fn idle(args: &IdleArgs, server: &Server, env: &Environment) -> anyhow::Re
     let refs: Vec<&str> = (0..args.connections)
         .map(|c| tokens[c / args.per_user].as_str())
         .collect();
-    let conns =
-        setup::connections(server.addr, &refs, &shared, args.common.connect_concurrency).await?;
+    let conns = setup::connections(
+        server.addr,
+        args.common.transport,
+        &refs,
+        &shared,
+        args.common.connect_concurrency,
+    )
+    .await?;
     let open_seconds = t.elapsed().as_secs_f64();
     eprintln!(
         "idle: {} connections open in {open_seconds:.1} s; settling {} s",
@@ -856,9 +1002,9 @@ async fn idle(args: &IdleArgs, server: &Server, env: &Environment) -> anyhow::Re
     );
     // Settle: let the presence events of the new connections pass first.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let cpu0 = CpuSnapshot::take(server, env)?;
+    let cpu0 = CpuSnapshot::take(server.pid, env)?;
     tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
-    let cpu1 = CpuSnapshot::take(server, env)?;
+    let cpu1 = CpuSnapshot::take(server.pid, env)?;
     let rss_after = proc::rss_mib(server.pid)?;
     shared.closing.store(true, Ordering::Relaxed);
     let report = IdleReport {
@@ -903,6 +1049,133 @@ async fn idle(args: &IdleArgs, server: &Server, env: &Environment) -> anyhow::Re
         failures.push(format!(
             "{} connections dropped: {:?}",
             report.disconnects, report.close_reasons
+        ));
+    }
+    Ok(failures)
+}
+
+async fn login(
+    args: &LoginArgs,
+    server: &Server,
+    env: &Environment,
+) -> anyhow::Result<Vec<String>> {
+    ensure!(
+        args.users >= 1 && args.logins >= 1,
+        "--users and --logins must be positive"
+    );
+    println!(
+        "parameters: stream login --mode {:?} --transport {:?} --users {} --logins {} --concurrency {}",
+        args.mode, args.common.transport, args.users, args.logins, args.concurrency
+    );
+    println!("environment: {}", env.describe());
+    let api = Api::new(server.addr)?;
+    let names: Vec<String> = (0..args.users).map(|i| format!("l{i}")).collect();
+    let tokens = setup::users(&api, &names, args.common.setup_concurrency).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Closes are the harness's doing throughout.
+    let shared = Shared::new(0);
+    shared.closing.store(true, Ordering::Relaxed);
+    let scenario = match args.mode {
+        LoginMode::Password => "login password",
+        LoginMode::Token => "login token",
+    };
+    let report = crate::burst::burst(
+        scenario,
+        serde_json::to_value(args)?,
+        server.pid,
+        env,
+        args.logins,
+        args.concurrency,
+        None,
+        |i| {
+            let (api, shared) = (&api, &shared);
+            let (name, token) = (&names[i % names.len()], &tokens[i % tokens.len()]);
+            async move {
+                match args.mode {
+                    LoginMode::Password => api.login(name).await.map(drop),
+                    LoginMode::Token => setup::connections(
+                        server.addr,
+                        args.common.transport,
+                        &[token.as_str()],
+                        shared,
+                        1,
+                    )
+                    .await
+                    .map(drop),
+                }
+            }
+        },
+    )
+    .await?;
+    report.print(args.common.json)
+}
+
+async fn storm(
+    args: &StormArgs,
+    server: &Server,
+    env: &Environment,
+) -> anyhow::Result<Vec<String>> {
+    ensure!(
+        args.connections >= 1 && args.per_user >= 1,
+        "--connections and --per-user must be positive"
+    );
+    let concurrency = args.concurrency.unwrap_or(args.connections);
+    println!(
+        "parameters: stream storm --transport {:?} --connections {} --per-user {} --concurrency {concurrency}",
+        args.common.transport, args.connections, args.per_user
+    );
+    println!("environment: {}", env.describe());
+    let api = Api::new(server.addr)?;
+    let users = args.connections.div_ceil(args.per_user);
+    let names: Vec<String> = (0..users).map(|i| format!("s{i}")).collect();
+    let tokens = setup::users(&api, &names, args.common.setup_concurrency).await?;
+    let refs: Vec<&str> = (0..args.connections)
+        .map(|c| tokens[c / args.per_user].as_str())
+        .collect();
+    let shared = Shared::new(0);
+    let conns = setup::connections(
+        server.addr,
+        args.common.transport,
+        &refs,
+        &shared,
+        args.common.connect_concurrency,
+    )
+    .await?;
+    eprintln!("storm: {} connections up; dropping them all", conns.len());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    shared.closing.store(true, Ordering::Relaxed);
+    let dropped = Instant::now();
+    drop(conns);
+    let back = Shared::new(0);
+    let kept = std::sync::Mutex::new(Vec::with_capacity(refs.len()));
+    let report = crate::burst::burst(
+        "storm",
+        serde_json::to_value(args)?,
+        server.pid,
+        env,
+        refs.len(),
+        concurrency,
+        Some(dropped),
+        |i| {
+            let (refs, back, kept) = (&refs, &back, &kept);
+            async move {
+                let mut c =
+                    setup::connections(server.addr, args.common.transport, &refs[i..=i], back, 1)
+                        .await?;
+                kept.lock().expect("kept").append(&mut c);
+                Ok(())
+            }
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    back.closing.store(true, Ordering::Relaxed);
+    let mut failures = report.print(args.common.json)?;
+    let dropped_after = back.disconnects.load(Ordering::Relaxed);
+    if dropped_after > 0 {
+        failures.push(format!(
+            "{dropped_after} reconnected connections dropped: {:?}",
+            back.close_reasons.lock().expect("close reasons")
         ));
     }
     Ok(failures)

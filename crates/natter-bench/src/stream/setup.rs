@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::conn::{Conn, Shared};
 
-const PASSWORD: &str = "benchmark-password";
+pub const PASSWORD: &str = "benchmark-password";
 
 /// A small client of the REST API.
 #[derive(Clone)]
@@ -53,14 +53,32 @@ impl Api {
         serde_json::from_str(&text).with_context(|| format!("{path}: {text}"))
     }
 
-    /// Signs up `name` and logs in; returns the token.
-    pub async fn user(&self, name: &str) -> anyhow::Result<String> {
+    /// Signs up `name` (with [`PASSWORD`]).
+    pub async fn signup(&self, name: &str) -> anyhow::Result<()> {
         self.post(
             None,
             "/api/v1/accounts",
             json!({"username": name, "password": PASSWORD}),
         )
         .await?;
+        Ok(())
+    }
+
+    /// Logs `name` in with its password; returns the token.
+    pub async fn login(&self, name: &str) -> anyhow::Result<String> {
+        let s = self
+            .post(
+                None,
+                "/api/v1/sessions",
+                json!({"username": name, "password": PASSWORD}),
+            )
+            .await?;
+        Ok(s["token"].as_str().context("no token")?.to_owned())
+    }
+
+    /// Signs up `name` and logs in; returns the token.
+    pub async fn user(&self, name: &str) -> anyhow::Result<String> {
+        self.signup(name).await?;
         let s = self
             .post(
                 None,
@@ -125,20 +143,42 @@ pub async fn users(api: &Api, names: &[String], concurrency: usize) -> anyhow::R
         .await
 }
 
+/// How the generator's clients talk to the server in real time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Transport {
+    /// `/api/v1/stream`.
+    Websocket,
+    /// `GET` and `POST /api/v1/events`.
+    Longpoll,
+}
+
 /// Opens one connection per token (connection `i` with `tokens[i]`),
 /// `concurrency` handshakes at a time.
 pub async fn connections(
     addr: SocketAddr,
+    transport: Transport,
     tokens: &[&str],
     shared: &Arc<Shared>,
     concurrency: usize,
 ) -> anyhow::Result<Vec<Conn>> {
-    futures::stream::iter(
-        tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| Conn::open(addr, t, i as u32, shared.clone())),
-    )
+    // Long-polling: one client, its pool holding a connection per
+    // waiting poll (and more while commands are posted).
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(usize::MAX)
+        .tcp_nodelay(true)
+        .build()?;
+    let base = format!("http://{addr}");
+    futures::stream::iter(tokens.iter().enumerate().map(|(i, t)| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            match transport {
+                Transport::Websocket => Conn::open(addr, t, i as u32, shared.clone()).await,
+                Transport::Longpoll => {
+                    Conn::open_poll(client, base, t, i as u32, shared.clone()).await
+                }
+            }
+        }
+    }))
     .buffered(concurrency)
     .try_collect()
     .await
