@@ -55,9 +55,15 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Longest single token (a name, an attribute value, a chunk of text)
+/// the lexer holds. The lexer reserves this much per stream up front, so
+/// it is small: text longer than this simply arrives in several chunks,
+/// and the stanza limit is enforced separately, byte by byte.
+const MAX_TOKEN: usize = 8 * 1024;
+
 fn new_parser(limits: &Limits) -> RawParser {
     let options = rxml::Options {
-        max_token_length: limits.max_stanza,
+        max_token_length: limits.max_stanza.min(MAX_TOKEN),
         ..Default::default()
     };
     RawParser::with_options(options)
@@ -376,6 +382,19 @@ mod tests {
         let many: String = (0..100).map(|i| format!(" a{i}='x'")).collect();
         let err = feed_all(&[HEADER, &format!("<message{many}/>")]).unwrap_err();
         assert_eq!(err.condition, "policy-violation");
+    }
+
+    #[test]
+    fn text_longer_than_a_token_arrives_whole() {
+        let long = "x".repeat(100_000);
+        let out = feed_all(&[HEADER, &format!("<message><body>{long}</body></message>")]).unwrap();
+        let Input::Element(m) = &out[1] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            m.child_text("body", ns::CLIENT).map(|b| b.len()),
+            Some(100_000)
+        );
     }
 
     #[test]
