@@ -141,7 +141,10 @@ impl Bus for NatsBus {
         // The server has the subscription once a flush returns, so notices
         // published from now on reach it. While disconnected the client
         // re-subscribes on reconnection by itself.
-        if self.health.borrow().is_up() {
+        // The client's own state, not our health signal: the latter is set
+        // by an event that may come after a fresh connection is usable,
+        // and skipping the flush then lost the first notices.
+        if self.client.connection_state() != async_nats::connection::State::Disconnected {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await;
         }
         Ok(Box::pin(sub.filter_map(|msg| async move {

@@ -32,7 +32,7 @@ pub(crate) struct Im {
     pub caller: Caller,
     pub bare: String,
     pub full: String,
-    pub routed: mpsc::Receiver<Element>,
+    pub routed: mpsc::Receiver<Box<Element>>,
     /// The hub stream, open while the resource is available (RFC 6121:
     /// only available resources receive messages to the bare JID).
     pub live: Option<Stream>,
@@ -62,7 +62,7 @@ impl Im {
         caller: Caller,
         bare: String,
         full: String,
-        routed: mpsc::Receiver<Element>,
+        routed: mpsc::Receiver<Box<Element>>,
     ) -> Self {
         Self {
             caller,

@@ -13,9 +13,12 @@ use crate::Shared;
 /// memory without bound.
 pub(crate) const ROUTED_QUEUE: usize = 256;
 
+/// Stanzas are boxed in the queue: a channel allocates its slots in
+/// blocks up front, and an idle connection should not pay for a block of
+/// whole elements.
 pub(crate) struct Resource {
     pub user: UserId,
-    pub tx: mpsc::Sender<Element>,
+    pub tx: mpsc::Sender<Box<Element>>,
 }
 
 impl Shared {
@@ -26,7 +29,7 @@ impl Shared {
         user: UserId,
         bare: &str,
         resource: &str,
-    ) -> Option<(String, mpsc::Receiver<Element>)> {
+    ) -> Option<(String, mpsc::Receiver<Box<Element>>)> {
         let mut map = self.resources.lock().expect("resources");
         let count = map.values().filter(|r| r.user == user).count();
         if count >= self.config.max_sessions_per_user {
@@ -54,7 +57,7 @@ impl Shared {
             Some(r) => r.tx.clone(),
             None => return false,
         };
-        tx.try_send(stanza).is_ok()
+        tx.try_send(Box::new(stanza)).is_ok()
     }
 
     /// Routes a stanza to the resource bound as `full` on this node, or

@@ -643,7 +643,7 @@ impl Session {
                     None => std::future::pending().await,
                 }
             } => Push::Item(item),
-            Some(stanza) = im.routed.recv() => Push::Routed(stanza),
+            Some(stanza) = im.routed.recv() => Push::Routed(*stanza),
             _ = ack => Push::AckDue,
             _ = taken => Push::TakenOver,
         }

@@ -58,8 +58,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// Longest single token (a name, an attribute value, a chunk of text)
 /// the lexer holds. The lexer reserves this much per stream up front, so
 /// it is small: text longer than this simply arrives in several chunks,
-/// and the stanza limit is enforced separately, byte by byte.
-const MAX_TOKEN: usize = 8 * 1024;
+/// and the stanza limit is enforced separately, byte by byte. It must
+/// still hold the longest JID (3,071 bytes, RFC 7622) in an attribute.
+const MAX_TOKEN: usize = 4 * 1024;
 
 fn new_parser(limits: &Limits) -> RawParser {
     let options = rxml::Options {
