@@ -508,38 +508,15 @@ async fn subscription(
                     peer_presence(s, peer, replies).await;
                 } else {
                     // Ask the contact's clients on this node.
-                    let me_jid = bare_jid(s, &me);
-                    for full in s.x.resources_of(&peer_jid) {
-                        s.x.route(
-                            &full,
-                            el("presence", ns::CLIENT)
-                                .a("type", "subscribe")
-                                .a("from", me_jid.clone())
-                                .a("to", full.clone()),
-                        );
-                    }
+                    tell_peer(s, &me, &peer_jid, "subscribe");
                 }
             } else {
                 // The contact now sees us: tell its clients, with our state.
-                let me_jid = bare_jid(s, &me);
+                tell_peer(s, &me, &peer_jid, "subscribed");
                 let available = s.im.as_ref().expect("bound").live.is_some();
                 for full in s.x.resources_of(&peer_jid) {
-                    s.x.route(
-                        &full,
-                        el("presence", ns::CLIENT)
-                            .a("type", "subscribed")
-                            .a("from", me_jid.clone())
-                            .a("to", full.clone()),
-                    );
                     let item = roster_item(s, &me, None, &[], "both");
-                    s.x.route(
-                        &full,
-                        el("iq", ns::CLIENT)
-                            .a("type", "set")
-                            .a("id", format!("push-{}", crate::routing::short_id()))
-                            .a("to", full.clone())
-                            .c(el("query", ns::ROSTER).c(item)),
-                    );
+                    s.x.route(&full, roster_push_to(&full, item));
                     if available {
                         s.x.route(
                             &full,
@@ -556,16 +533,7 @@ async fn subscription(
             if kind == "unsubscribed" {
                 // A declined (or withdrawn) request: the requester's
                 // clients learn of it (RFC 6121 3.2.2).
-                let me_jid = bare_jid(s, &me);
-                for full in s.x.resources_of(&peer_jid) {
-                    s.x.route(
-                        &full,
-                        el("presence", ns::CLIENT)
-                            .a("type", "unsubscribed")
-                            .a("from", me_jid.clone())
-                            .a("to", full.clone()),
-                    );
-                }
+                tell_peer(s, &me, &peer_jid, "unsubscribed");
             }
             if kind == "unsubscribe" && !sees(s, peer).await {
                 replies.push(
@@ -792,16 +760,36 @@ fn roster_item(
 fn roster_push(s: &Session, item: Element, replies: &mut Replies) {
     let im = s.im.as_ref().expect("bound");
     for full in s.x.resources_of(&im.bare) {
-        let push = el("iq", ns::CLIENT)
-            .a("type", "set")
-            .a("id", format!("push-{}", crate::routing::short_id()))
-            .a("to", full.clone())
-            .c(el("query", ns::ROSTER).c(item.clone()));
+        let push = roster_push_to(&full, item.clone());
         if full == im.full {
             replies.push(push);
         } else {
             s.x.route(&full, push);
         }
+    }
+}
+
+/// A roster push (RFC 6121 2.1.6) of `item` to the resource `full`.
+fn roster_push_to(full: &str, item: Element) -> Element {
+    el("iq", ns::CLIENT)
+        .a("type", "set")
+        .a("id", format!("push-{}", crate::routing::short_id()))
+        .a("to", full)
+        .c(el("query", ns::ROSTER).c(item))
+}
+
+/// Sends a subscription presence of `kind` from `me` to the clients of
+/// `peer_jid` on this node.
+fn tell_peer(s: &Session, me: &Username, peer_jid: &str, kind: &str) {
+    let me_jid = bare_jid(s, me);
+    for full in s.x.resources_of(peer_jid) {
+        s.x.route(
+            &full,
+            el("presence", ns::CLIENT)
+                .a("type", kind)
+                .a("from", me_jid.clone())
+                .a("to", full.clone()),
+        );
     }
 }
 

@@ -538,10 +538,10 @@ impl Session {
                 el("failed", ns::SM).c(el(cond, ns::STANZAS_ERR)),
             ));
         };
-        let (Some(caller), None) = (&self.caller, &self.im) else {
+        if self.caller.is_none() || self.im.is_some() {
             failed(out, "unexpected-request");
             return;
-        };
+        }
         let (Some(previd), Some(h)) = (
             e.attr("previd"),
             e.attr("h").and_then(|h| h.parse::<u32>().ok()),
@@ -549,7 +549,6 @@ impl Session {
             failed(out, "bad-request");
             return;
         };
-        let _ = caller;
         let Some(mut old) = self.take_parked(previd).await else {
             failed(out, "item-not-found");
             return;
