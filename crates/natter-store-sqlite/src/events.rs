@@ -54,13 +54,15 @@ pub(crate) fn now() -> Timestamp {
     truncate(chrono::Utc::now())
 }
 
-pub(crate) fn head(c: &Connection) -> StoreResult<EventPos> {
+/// The newest position in the log, but not past `upto` (the durable head,
+/// see `writer.rs`; `i64::MAX` for the writer itself).
+pub(crate) fn head(c: &Connection, upto: i64) -> StoreResult<EventPos> {
     let pos: i64 = c
         .prepare_cached("SELECT coalesce(max(pos), 0) FROM events")
         .db()?
         .query_row([], |r| r.get(0))
         .db()?;
-    Ok(EventPos::new(0, pos))
+    Ok(EventPos::new(0, pos.min(upto)))
 }
 
 /// The `pos` to read after, or `None` when no event of this store can
@@ -95,7 +97,7 @@ macro_rules! event_select {
 /// range.
 const AFTER: &str = concat!(
     event_select!(),
-    " WHERE e.pos > ?1
+    " WHERE e.pos > ?1 AND e.pos <= ?3
       ORDER BY e.pos
       LIMIT ?2"
 );
@@ -120,7 +122,7 @@ const USER_WINDOW: &str = concat!(
       LIMIT ?3"
 );
 
-/// The same as [`USER_WINDOW`] after `?1` to the end of the log, through
+/// The same as [`USER_WINDOW`] after `?1` up to `?4`, through
 /// the indexes: for each of the user's conversations a range of
 /// `events_by_conversation`, and the user's removals from
 /// `events_by_target`, positions only (covering), of which the first `?3`
@@ -132,10 +134,10 @@ const USER_INDEXED: &str = concat!(
     " WHERE e.pos IN (
           SELECT x.pos FROM members mb
             JOIN events x ON x.conversation_id = mb.conversation_id
-           WHERE mb.user_id = ?2 AND x.pos > ?1
+           WHERE mb.user_id = ?2 AND x.pos > ?1 AND x.pos <= ?4
           UNION ALL
           SELECT x.pos FROM events x
-           WHERE x.target_user_id = ?2 AND x.pos > ?1
+           WHERE x.target_user_id = ?2 AND x.pos > ?1 AND x.pos <= ?4
              AND x.conversation_id NOT IN (SELECT mb.conversation_id FROM members mb
                                             WHERE mb.user_id = ?2)
           ORDER BY 1
@@ -149,13 +151,19 @@ const USER_INDEXED: &str = concat!(
 const WINDOW_MIN: i64 = 4096;
 const WINDOW_PER_EVENT: i64 = 16;
 
-pub(crate) fn after(c: &Connection, after: EventPos, limit: u32) -> StoreResult<Vec<Event>> {
+/// Everything after `after` up to `upto`, the first `limit` events.
+pub(crate) fn after(
+    c: &Connection,
+    after: EventPos,
+    limit: u32,
+    upto: i64,
+) -> StoreResult<Vec<Event>> {
     let Some(from) = start(after) else {
         return Ok(Vec::new());
     };
     let mut stmt = c.prepare_cached(AFTER).db()?;
     let rows = stmt
-        .query_map(params![from, limit], raw_at)
+        .query_map(params![from, limit, upto], raw_at)
         .db()?
         .collect::<rusqlite::Result<Vec<_>>>()
         .db()?;
@@ -182,9 +190,10 @@ pub(crate) fn user_after(
     user: UserId,
     after: EventPos,
     limit: u32,
+    upto: i64,
 ) -> StoreResult<Vec<Event>> {
     let window = WINDOW_MIN.max(WINDOW_PER_EVENT * i64::from(limit));
-    user_after_with(c, user, after, limit, window)
+    user_after_with(c, user, after, limit, window, upto)
 }
 
 fn user_after_with(
@@ -193,6 +202,7 @@ fn user_after_with(
     after: EventPos,
     limit: u32,
     window: i64,
+    upto: i64,
 ) -> StoreResult<Vec<Event>> {
     let Some(from) = start(after) else {
         return Ok(Vec::new());
@@ -202,7 +212,7 @@ fn user_after_with(
     }
     // Dropped without a commit: a read-only transaction just ends.
     let snapshot = c.unchecked_transaction().db()?;
-    let head = head(&snapshot)?.minor;
+    let head = head(&snapshot, upto)?.minor;
     let end = from.saturating_add(window);
     let mut rows = snapshot
         .prepare_cached(USER_WINDOW)
@@ -216,7 +226,7 @@ fn user_after_with(
         let rest = snapshot
             .prepare_cached(USER_INDEXED)
             .db()?
-            .query_map(params![end, user.0, missing as u32], raw_at)
+            .query_map(params![end, user.0, missing as u32, head], raw_at)
             .db()?
             .collect::<rusqlite::Result<Vec<_>>>()
             .db()?;
@@ -298,7 +308,10 @@ mod tests {
             assert!(!p.contains("SCAN"), "{p}");
             p
         };
-        let p = check(AFTER, &["SEARCH e USING INTEGER PRIMARY KEY (rowid>?)"]);
+        let p = check(
+            AFTER,
+            &["SEARCH e USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"],
+        );
         assert!(!p.contains("TEMP B-TREE"), "{p}");
         let p = check(
             USER_WINDOW,
@@ -313,8 +326,8 @@ mod tests {
             &[
                 "SEARCH e USING INTEGER PRIMARY KEY (rowid=?)",
                 "SEARCH mb USING COVERING INDEX members_by_user (user_id=?)",
-                "SEARCH x USING COVERING INDEX events_by_conversation (conversation_id=? AND rowid>?)",
-                "SEARCH x USING INDEX events_by_target (target_user_id=? AND rowid>?)",
+                "SEARCH x USING COVERING INDEX events_by_conversation (conversation_id=? AND rowid>? AND rowid<?)",
+                "SEARCH x USING INDEX events_by_target (target_user_id=? AND rowid>? AND rowid<?)",
             ],
         );
         // the only sort is of positions, inside the IN list
@@ -331,7 +344,7 @@ mod tests {
         for seq in 1..=3 {
             append(&c, conv, &event_codec::message_created(seq), now()).unwrap();
         }
-        assert_eq!(head(&c).unwrap(), EventPos::new(0, 3));
+        assert_eq!(head(&c, i64::MAX).unwrap(), EventPos::new(0, 3));
         let err = c.execute("DELETE FROM events", []).unwrap_err();
         assert!(err.to_string().contains("newest event"), "{err}");
         assert!(c.execute("DELETE FROM events WHERE pos = 3", []).is_err());
@@ -340,7 +353,7 @@ mod tests {
             2
         );
         append(&c, conv, &event_codec::message_created(4), now()).unwrap();
-        assert_eq!(head(&c).unwrap(), EventPos::new(0, 4));
+        assert_eq!(head(&c, i64::MAX).unwrap(), EventPos::new(0, 4));
     }
 
     /// A log of `n` events over `convs` conversations (pseudo-random), the
@@ -459,24 +472,44 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert!(mine.len() > 300 && mine.len() < 1000, "{}", mine.len());
-        for window in [1, 10, 100, 1000, 10_000] {
-            for after in [0i64, 1, 499, 500, 2000, 2999, 3000, 5000] {
-                for limit in [1u32, 7, 100, 5000] {
-                    let got: Vec<i64> =
-                        user_after_with(c, UserId(1), EventPos::new(0, after), limit, window)
-                            .unwrap()
-                            .iter()
-                            .map(|e| e.pos.minor)
-                            .collect();
-                    let want: Vec<i64> = mine
+        // `upto` is the durable head: nothing past it may be read
+        for upto in [i64::MAX, 2999, 1500] {
+            for window in [1, 10, 100, 1000, 10_000] {
+                for after in [0i64, 1, 499, 500, 2000, 2999, 3000, 5000] {
+                    for limit in [1u32, 7, 100, 5000] {
+                        let got: Vec<i64> = user_after_with(
+                            c,
+                            UserId(1),
+                            EventPos::new(0, after),
+                            limit,
+                            window,
+                            upto,
+                        )
+                        .unwrap()
                         .iter()
-                        .copied()
-                        .filter(|&p| p > after)
-                        .take(limit as usize)
+                        .map(|e| e.pos.minor)
                         .collect();
-                    assert_eq!(got, want, "window {window}, after {after}, limit {limit}");
+                        let want: Vec<i64> = mine
+                            .iter()
+                            .copied()
+                            .filter(|&p| p > after && p <= upto)
+                            .take(limit as usize)
+                            .collect();
+                        assert_eq!(
+                            got, want,
+                            "upto {upto}, window {window}, after {after}, limit {limit}"
+                        );
+                    }
                 }
             }
+            let all: Vec<i64> = after(c, EventPos::new(0, 100), 5000, upto)
+                .unwrap()
+                .iter()
+                .map(|e| e.pos.minor)
+                .collect();
+            let want: Vec<i64> = (101..=upto.min(3000)).collect();
+            assert_eq!(all, want, "upto {upto}");
+            assert_eq!(head(c, upto).unwrap().minor, upto.min(3000));
         }
     }
 
@@ -501,11 +534,13 @@ mod tests {
         drop(c);
         eprintln!("{N} events written in {:?}", t.elapsed());
         let r = crate::conn::open_reader(&path).unwrap();
-        let head = head(&r).unwrap().minor;
+        let head = head(&r, i64::MAX).unwrap().minor;
         let t = Instant::now();
         for _ in 0..5 {
             assert_eq!(
-                after(&r, EventPos::new(0, head - N), 500).unwrap().len(),
+                after(&r, EventPos::new(0, head - N), 500, i64::MAX)
+                    .unwrap()
+                    .len(),
                 500
             );
         }
@@ -516,7 +551,9 @@ mod tests {
                 let t = Instant::now();
                 let mut n = 0;
                 for _ in 0..5 {
-                    n = user_after(&r, UserId(user), after, 500).unwrap().len();
+                    n = user_after(&r, UserId(user), after, 500, i64::MAX)
+                        .unwrap()
+                        .len();
                 }
                 eprintln!(
                     "user {user}, {back:>7} events behind: {n:>3} events in {:?}",

@@ -5,9 +5,10 @@
 //!
 //! - every write is a job for **one writer thread** that owns the only
 //!   write connection and commits jobs in groups (`writer.rs`): no
-//!   "database is locked" between our own writers, one fsync per batch
-//!   instead of one per message, and a job's future resolves only after its
-//!   batch's `COMMIT` has returned;
+//!   "database is locked" between our own writers, and one `fdatasync` of
+//!   the WAL per group of batches, run by a second thread while the writer
+//!   goes on; a job's future resolves only after a sync that followed its
+//!   batch's `COMMIT`;
 //! - reads go to a **small pool of read connections** (`readers.rs`),
 //!   which in WAL mode run alongside the writer without blocking it;
 //! - the schema is applied by embedded migrations when the store opens
@@ -15,7 +16,8 @@
 //! - the event log (`events.rs`) is a table appended to by the write
 //!   operations in their own job, so in the same transaction as the change;
 //!   its rowid is the position, and with one writer rowid order is commit
-//!   order.
+//!   order. Its reads stop at the last *synced* commit, so no event goes
+//!   out that a power cut could take back.
 //!
 //! [`SqliteStore`] is a handle: cloning it is cheap and every clone shares
 //! the same writer and readers. When the last clone is dropped, the writer
@@ -48,7 +50,14 @@ use natter_types::{
 use rusqlite::Connection;
 
 use crate::readers::Readers;
-use crate::writer::Writer;
+use crate::writer::{Durability, DurableHead, Writer};
+
+/// SQLite's name for the write-ahead log of the database at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
 
 /// Read connections per store. Reads are short point and range queries;
 /// four is plenty for a 2-core machine and cheap on a bigger one.
@@ -64,6 +73,8 @@ struct Inner {
     // Dropped first: closing the writer joins its thread.
     writer: Writer,
     readers: Arc<Readers>,
+    /// How far the event log may be read: see `writer.rs`.
+    head: DurableHead,
     path: PathBuf,
 }
 
@@ -103,11 +114,40 @@ impl SqliteStore {
             tracing::info!(path = %path.display(), ?applied, "applied SQLite migrations");
         }
         let readers = Readers::open(path.to_owned(), READERS)?;
-        let writer = Writer::spawn(write_conn)?;
+        let wal = wal_path(path);
+        // What an earlier process committed may still sit in the page
+        // cache; it is published as durable below, so sync it first.
+        match std::fs::File::open(&wal) {
+            Ok(f) => f
+                .sync_data()
+                .map_err(|e| StoreError::Backend(format!("syncing {}: {e}", wal.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StoreError::Backend(format!(
+                    "opening {}: {e}",
+                    wal.display()
+                )));
+            }
+        }
+        let head = DurableHead::new(events::head(&write_conn, i64::MAX)?.minor);
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let writer = Writer::spawn(
+            write_conn,
+            Durability {
+                wal: Some(wal),
+                dir: Some(dir),
+                head: head.clone(),
+                read_head: |c| events::head(c, i64::MAX).map(|p| p.minor),
+            },
+        )?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer,
                 readers,
+                head,
                 path: path.to_owned(),
             }),
         })
@@ -147,7 +187,8 @@ impl Store for SqliteStore {
         })
         .await?;
         // Ready means able to write: the writer must be alive and taking
-        // jobs. An empty job commits an empty transaction (no fsync).
+        // jobs and its syncs succeeding. An empty job commits an empty
+        // transaction, and its sync has nothing to flush.
         if !self.inner.writer.is_running() {
             return Err(StoreError::Backend("the SQLite writer has stopped".into()));
         }
@@ -397,11 +438,14 @@ impl Store for SqliteStore {
     // --- events ---------------------------------------------------------
 
     async fn event_head(&self) -> StoreResult<EventPos> {
-        self.read(events::head).await
+        let upto = self.inner.head.get();
+        self.read(move |c| events::head(c, upto)).await
     }
 
     async fn events_after(&self, after: EventPos, limit: u32) -> StoreResult<Vec<Event>> {
-        self.read(move |c| events::after(c, after, limit)).await
+        let upto = self.inner.head.get();
+        self.read(move |c| events::after(c, after, limit, upto))
+            .await
     }
 
     async fn user_events_after(
@@ -410,7 +454,8 @@ impl Store for SqliteStore {
         after: EventPos,
         limit: u32,
     ) -> StoreResult<Vec<Event>> {
-        self.read(move |c| events::user_after(c, user, after, limit))
+        let upto = self.inner.head.get();
+        self.read(move |c| events::user_after(c, user, after, limit, upto))
             .await
     }
 
