@@ -153,8 +153,9 @@ impl Hub {
     /// proof, exactly like a wrong password.
     pub async fn scram_start(
         &self,
-        hash: scram::ScramHash,
+        mechanism: scram::Mechanism,
         client_first: &[u8],
+        bindings: &scram::ChannelBindings,
         ip: Option<IpAddr>,
     ) -> CoreResult<(scram::ScramServer, String)> {
         if let Some(ip) = ip {
@@ -163,7 +164,8 @@ impl Hub {
                 .check(ip)
                 .map_err(|retry_after| CoreError::RateLimited { retry_after })?;
         }
-        let first = scram::parse_client_first(client_first).map_err(scram_invalid)?;
+        let first = scram::parse_client_first(client_first, mechanism.plus, bindings)
+            .map_err(scram_invalid)?;
         let credentials = match Username::parse(&first.username) {
             Ok(name) => match self.store().user_by_username(&name).await? {
                 Some(u) => self.store().credentials(u.id).await?,
@@ -172,7 +174,7 @@ impl Hub {
             Err(_) => None,
         };
         Ok(scram::ScramServer::start(
-            hash,
+            mechanism.hash,
             first,
             credentials.as_ref(),
             self.config().scram_iterations,
@@ -192,7 +194,9 @@ impl Hub {
         let outcome = server.finish(client_final);
         let server_final = match outcome {
             Ok(v) => v,
-            Err(scram::ScramError::InvalidProof) => {
+            // A binding mismatch is a wrong proof for this channel: someone
+            // relayed the exchange, or the client is confused.
+            Err(scram::ScramError::InvalidProof | scram::ScramError::BindingMismatch) => {
                 if let Some(ip) = context.ip {
                     self.inner.throttle.failed(ip);
                 }

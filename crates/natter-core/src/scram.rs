@@ -75,6 +75,42 @@ pub fn verify_dummy(password: &Password, iterations: u32) {
     let _ = sha256_keys(password.expose().as_bytes(), &[0u8; SALT_LEN], iterations);
 }
 
+/// A SCRAM SASL mechanism: its hash, and whether it binds the exchange to
+/// the channel (the -PLUS variants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mechanism {
+    pub hash: ScramHash,
+    pub plus: bool,
+}
+
+impl Mechanism {
+    /// Every SCRAM mechanism, strongest first: the order to offer them in.
+    pub const ALL: [Mechanism; 4] = [
+        Mechanism::new(ScramHash::Sha256, true),
+        Mechanism::new(ScramHash::Sha1, true),
+        Mechanism::new(ScramHash::Sha256, false),
+        Mechanism::new(ScramHash::Sha1, false),
+    ];
+
+    pub const fn new(hash: ScramHash, plus: bool) -> Self {
+        Self { hash, plus }
+    }
+
+    /// The IANA SASL mechanism name.
+    pub fn name(self) -> &'static str {
+        match (self.hash, self.plus) {
+            (ScramHash::Sha256, true) => "SCRAM-SHA-256-PLUS",
+            (ScramHash::Sha1, true) => "SCRAM-SHA-1-PLUS",
+            (ScramHash::Sha256, false) => "SCRAM-SHA-256",
+            (ScramHash::Sha1, false) => "SCRAM-SHA-1",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
 /// The hash function of a SCRAM mechanism.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScramHash {
@@ -111,12 +147,58 @@ pub enum ScramError {
     /// The client's message does not follow the grammar.
     #[error("malformed SCRAM message")]
     Malformed,
-    /// The client asked for channel binding, which this exchange lacks.
+    /// The client asked for channel binding, which this exchange lacks, or
+    /// for a binding type this connection cannot provide.
     #[error("channel binding is not supported by this mechanism")]
     ChannelBindingNotSupported,
+    /// The client could bind and thinks the server cannot, but it can: the
+    /// -PLUS mechanisms were removed from the offer on the way.
+    #[error("the client was told channel binding is unavailable, but it is")]
+    Downgrade,
+    /// The channel-binding data did not match this connection's.
+    #[error("channel binding does not match")]
+    BindingMismatch,
     /// The proof did not match (wrong password or unknown user).
     #[error("invalid proof")]
     InvalidProof,
+}
+
+/// What the transport can bind a SCRAM exchange to (RFC 5056): the
+/// channel-binding types it supports, each with its data for this
+/// connection. Empty where the connection is not TLS.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelBindings(Vec<(&'static str, Vec<u8>)>);
+
+impl ChannelBindings {
+    /// Nothing to bind to (plaintext, or a TLS stack that exports nothing).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Adds a binding type, e.g. `tls-exporter` (RFC 9266) with the
+    /// connection's exported keying material.
+    pub fn with(mut self, kind: &'static str, data: Vec<u8>) -> Self {
+        self.0.push((kind, data));
+        self
+    }
+
+    /// Whether any binding is available, i.e. whether -PLUS mechanisms may
+    /// be offered.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The supported type names, for advertising (XEP-0440).
+    pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.iter().map(|(k, _)| *k)
+    }
+
+    fn data(&self, kind: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, d)| d.as_slice())
+    }
 }
 
 /// The client-first message of a SCRAM exchange, parsed.
@@ -124,25 +206,41 @@ pub enum ScramError {
 pub struct ClientFirst {
     /// The authentication identity (`n=`), with `=2C` and `=3D` decoded.
     pub username: String,
-    gs2_header: String,
+    /// What the client-final `c=` must decode to: the GS2 header, then the
+    /// channel-binding data when the exchange is bound.
+    cbind_input: Vec<u8>,
     bare: String,
     nonce: String,
 }
 
-/// Parses a client-first message (RFC 5802 section 7) for a mechanism
-/// without channel binding: a `p=` header is refused, `y` (the client could
-/// bind but thinks we cannot) and `n` are accepted.
-pub fn parse_client_first(message: &[u8]) -> Result<ClientFirst, ScramError> {
+/// Parses a client-first message (RFC 5802 section 7).
+///
+/// `plus` says whether the client chose a -PLUS mechanism, and `bindings`
+/// what this connection can bind to. With -PLUS the client must ask for a
+/// type we have (`p=type`). Without it, `n` is accepted, and `y` (the
+/// client could bind but believes we cannot) only where we could not: if
+/// this connection offers binding, `y` means someone stripped the -PLUS
+/// mechanisms from our offer, and RFC 5802 section 6 says to fail.
+pub fn parse_client_first(
+    message: &[u8],
+    plus: bool,
+    bindings: &ChannelBindings,
+) -> Result<ClientFirst, ScramError> {
     let text = std::str::from_utf8(message).map_err(|_| ScramError::Malformed)?;
     let mut parts = text.splitn(3, ',');
     let cb = parts.next().ok_or(ScramError::Malformed)?;
     let authzid = parts.next().ok_or(ScramError::Malformed)?;
     let bare = parts.next().ok_or(ScramError::Malformed)?;
-    match cb {
-        "n" | "y" => {}
-        c if c.starts_with("p=") => return Err(ScramError::ChannelBindingNotSupported),
+    let binding_data: &[u8] = match (cb, plus) {
+        ("n", false) => &[],
+        ("y", false) if bindings.is_empty() => &[],
+        ("y", false) => return Err(ScramError::Downgrade),
+        (c, true) if c.starts_with("p=") => bindings
+            .data(&c[2..])
+            .ok_or(ScramError::ChannelBindingNotSupported)?,
+        (c, false) if c.starts_with("p=") => return Err(ScramError::ChannelBindingNotSupported),
         _ => return Err(ScramError::Malformed),
-    }
+    };
     if !(authzid.is_empty() || authzid.starts_with("a=")) {
         return Err(ScramError::Malformed);
     }
@@ -162,9 +260,11 @@ pub fn parse_client_first(message: &[u8]) -> Result<ClientFirst, ScramError> {
             _ => {}
         }
     }
+    let mut cbind_input = format!("{cb},{authzid},").into_bytes();
+    cbind_input.extend_from_slice(binding_data);
     Ok(ClientFirst {
         username: username.ok_or(ScramError::Malformed)?,
-        gs2_header: format!("{cb},{authzid},"),
+        cbind_input,
         bare: bare.to_owned(),
         nonce: nonce.ok_or(ScramError::Malformed)?,
     })
@@ -261,8 +361,10 @@ impl ScramServer {
             .and_then(|a| a.strip_prefix("r="))
             .ok_or(ScramError::Malformed)?;
         let binding = b64.decode(binding).map_err(|_| ScramError::Malformed)?;
-        if binding != self.first.gs2_header.as_bytes() {
-            return Err(ScramError::Malformed);
+        // Compared in constant time: the binding data is a secret of the
+        // TLS session.
+        if !bool::from(binding.ct_eq(&self.first.cbind_input)) {
+            return Err(ScramError::BindingMismatch);
         }
         if nonce != self.nonce {
             return Err(ScramError::InvalidProof);
@@ -287,6 +389,86 @@ impl ScramServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn none() -> ChannelBindings {
+        ChannelBindings::none()
+    }
+
+    /// The client's side of a SCRAM-SHA-256 exchange, written from RFC
+    /// 5802 section 3, so the server is checked against an independent
+    /// computation: returns the client-final message.
+    fn client_final(
+        password: &str,
+        server_first: &str,
+        client_first: &str,
+        cbind: &[u8],
+    ) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let fields: Vec<&str> = server_first.split(',').collect();
+        let nonce = fields[0].strip_prefix("r=").unwrap();
+        let salt = b64.decode(fields[1].strip_prefix("s=").unwrap()).unwrap();
+        let iterations: u32 = fields[2].strip_prefix("i=").unwrap().parse().unwrap();
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut salted);
+        let client_key = hmac_sha256(&salted, b"Client Key");
+        let stored_key = Sha256::digest(&client_key);
+        let bare = client_first.splitn(3, ',').nth(2).unwrap();
+        let without_proof = format!("c={},r={nonce}", b64.encode(cbind));
+        let auth = format!("{bare},{server_first},{without_proof}");
+        let signature = hmac_sha256(&stored_key, auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        format!("{without_proof},p={}", b64.encode(proof))
+    }
+
+    #[test]
+    fn bound_exchanges_check_the_channel() {
+        let pw = Password::parse_any("password", "pencil").unwrap();
+        let creds = derive(&pw, 64);
+        let tls = ChannelBindings::none().with("tls-exporter", vec![7; 32]);
+        let run = |first: &str, plus: bool, bindings: &ChannelBindings, cbind: &[u8]| {
+            let parsed = parse_client_first(first.as_bytes(), plus, bindings)?;
+            let (server, server_first) =
+                ScramServer::start(ScramHash::Sha256, parsed, Some(&creds), 64);
+            server.finish(client_final("pencil", &server_first, first, cbind).as_bytes())
+        };
+        let header = b"p=tls-exporter,,";
+        let good = [&header[..], &[7; 32]].concat();
+        assert!(run("p=tls-exporter,,n=user,r=abc", true, &tls, &good).is_ok());
+        // the client saw another channel (a man in the middle)
+        let other = [&header[..], &[8; 32]].concat();
+        assert_eq!(
+            run("p=tls-exporter,,n=user,r=abc", true, &tls, &other),
+            Err(ScramError::BindingMismatch)
+        );
+        // a type this connection does not have
+        assert_eq!(
+            run("p=tls-unique,,n=user,r=abc", true, &tls, b"p=tls-unique,,").err(),
+            Some(ScramError::ChannelBindingNotSupported)
+        );
+        // -PLUS without asking for a binding is malformed
+        assert_eq!(
+            run("n,,n=user,r=abc", true, &tls, b"n,,").err(),
+            Some(ScramError::Malformed)
+        );
+        // plain SCRAM on a connection that could bind: `n` is fine, `y` is
+        // a downgrade (RFC 5802 section 6), but not where we cannot bind
+        assert!(run("n,,n=user,r=abc", false, &tls, b"n,,").is_ok());
+        assert_eq!(
+            run("y,,n=user,r=abc", false, &tls, b"y,,").err(),
+            Some(ScramError::Downgrade)
+        );
+        assert!(run("y,,n=user,r=abc", false, &none(), b"y,,").is_ok());
+        // the header in c= must be the one the client sent first
+        assert_eq!(
+            run("n,,n=user,r=abc", false, &tls, b"y,,").err(),
+            Some(ScramError::BindingMismatch)
+        );
+    }
 
     /// RFC 5802 section 5 (user "user", password "pencil"): the salted
     /// password, hence the keys, for its salt and 4096 iterations.
@@ -349,7 +531,8 @@ mod tests {
             salt,
             iterations: 4096,
         };
-        let first = parse_client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap();
+        let first =
+            parse_client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", false, &none()).unwrap();
         assert_eq!(first.username, "user");
         let (mut server, _) = ScramServer::start(ScramHash::Sha256, first, Some(&creds), 4096);
         // Replace our random nonce half with the RFC's, so its proof fits.
@@ -365,13 +548,13 @@ mod tests {
     fn wrong_proof_unknown_user_and_bad_syntax_fail() {
         let pw = Password::parse_any("password", "pencil").unwrap();
         let creds = derive(&pw, 64);
-        let first = parse_client_first(b"n,,n=user,r=abc").unwrap();
+        let first = parse_client_first(b"n,,n=user,r=abc", false, &none()).unwrap();
         let (server, server_first) = ScramServer::start(ScramHash::Sha1, first, Some(&creds), 64);
         let nonce = server_first.split(',').next().unwrap().to_owned();
         let bad = format!("c=biws,{nonce},p=AAAAAAAAAAAAAAAAAAAAAAAAAAA=");
         assert_eq!(server.finish(bad.as_bytes()), Err(ScramError::InvalidProof));
 
-        let first = parse_client_first(b"n,,n=nobody,r=abc").unwrap();
+        let first = parse_client_first(b"n,,n=nobody,r=abc", false, &none()).unwrap();
         let (server, server_first) = ScramServer::start(ScramHash::Sha1, first.clone(), None, 64);
         // an unknown user still gets a stable salt, so probing tells nothing
         let (_, again) = ScramServer::start(ScramHash::Sha1, first, None, 64);
@@ -389,17 +572,19 @@ mod tests {
             b"n,,m=x,n=a,r=b",
         ] {
             assert_eq!(
-                parse_client_first(bad).err(),
+                parse_client_first(bad, false, &none()).err(),
                 Some(ScramError::Malformed),
                 "{bad:?}"
             );
         }
         assert_eq!(
-            parse_client_first(b"p=tls-exporter,,n=a,r=b").err(),
+            parse_client_first(b"p=tls-exporter,,n=a,r=b", false, &none()).err(),
             Some(ScramError::ChannelBindingNotSupported)
         );
         assert_eq!(
-            parse_client_first(b"n,,n=a=2Cb=3D,r=x").unwrap().username,
+            parse_client_first(b"n,,n=a=2Cb=3D,r=x", false, &none())
+                .unwrap()
+                .username,
             "a,b="
         );
     }

@@ -65,6 +65,32 @@ pub struct XmppClient {
     domain: String,
     /// The full JID after binding.
     pub jid: Option<String>,
+    /// This end's `tls-exporter` channel binding (RFC 9266), once TLS 1.3
+    /// is up.
+    tls_exporter: Option<[u8; 32]>,
+}
+
+/// What a SCRAM log-in says about channel binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// `n`: the client does not bind.
+    None,
+    /// `y`: the client could bind but believes the server cannot.
+    Unsupported,
+    /// -PLUS with this connection's `tls-exporter` data.
+    Exporter,
+    /// -PLUS with data from some other connection (a relay in the middle).
+    Forged,
+}
+
+fn exporter_of<T>(tls: &tokio_rustls::client::TlsStream<T>) -> Option<[u8; 32]> {
+    let conn = tls.get_ref().1;
+    (conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3))
+        .then(|| {
+            conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+                .ok()
+        })
+        .flatten()
 }
 
 const NS_CLIENT: &str = "jabber:client";
@@ -126,6 +152,7 @@ impl XmppClient {
             queue: VecDeque::new(),
             domain,
             jid: None,
+            tls_exporter: None,
         }
     }
 
@@ -396,16 +423,39 @@ impl XmppClient {
     /// SCRAM-SHA-256 (RFC 7677), checking the server's signature.
     pub async fn login_scram(&mut self, user: &str, password: &str, resource: &str) {
         self.features().await;
+        let outcome = self.scram_sha256(user, password, Binding::None).await;
+        assert_eq!(outcome.name(), "success", "{outcome:?}");
+        self.open().await;
+        self.bind(resource).await;
+    }
+
+    /// One SCRAM-SHA-256 exchange (or -PLUS, by `binding`), after the
+    /// features were read; returns the server's last element, `<success/>`
+    /// (whose signature is checked) or `<failure/>`.
+    pub async fn scram_sha256(&mut self, user: &str, password: &str, binding: Binding) -> Element {
         let b64 = base64::engine::general_purpose::STANDARD;
         let nonce = format!("{:x}{:x}", rand_u32(), rand_u32());
         let first_bare = format!("n={user},r={nonce}");
+        let exporter = self.tls_exporter.map(|e| e.to_vec());
+        let (mechanism, header, cb_data) = match binding {
+            Binding::None => ("SCRAM-SHA-256", "n,,", Vec::new()),
+            Binding::Unsupported => ("SCRAM-SHA-256", "y,,", Vec::new()),
+            Binding::Exporter => (
+                "SCRAM-SHA-256-PLUS",
+                "p=tls-exporter,,",
+                exporter.expect("a TLS 1.3 connection"),
+            ),
+            Binding::Forged => ("SCRAM-SHA-256-PLUS", "p=tls-exporter,,", vec![0; 32]),
+        };
         self.send(&format!(
-            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
-            b64.encode(format!("n,,{first_bare}"))
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{}</auth>",
+            b64.encode(format!("{header}{first_bare}"))
         ))
         .await;
         let challenge = self.recv().await;
-        assert_eq!(challenge.name(), "challenge", "{challenge:?}");
+        if challenge.name() != "challenge" {
+            return challenge;
+        }
         let server_first = String::from_utf8(b64.decode(challenge.text()).unwrap()).unwrap();
         let mut r = "";
         let mut salt = Vec::new();
@@ -428,7 +478,8 @@ impl XmppClient {
         };
         let client_key = hmac(&salted, b"Client Key");
         let stored_key = Sha256::digest(&client_key);
-        let without_proof = format!("c=biws,r={r}");
+        let cbind = [header.as_bytes(), &cb_data].concat();
+        let without_proof = format!("c={},r={r}", b64.encode(cbind));
         let auth_message = format!("{first_bare},{server_first},{without_proof}");
         let signature = hmac(&stored_key, auth_message.as_bytes());
         let proof: Vec<u8> = client_key
@@ -441,20 +492,20 @@ impl XmppClient {
             b64.encode(format!("{without_proof},p={}", b64.encode(proof)))
         ))
         .await;
-        let success = self.recv().await;
-        assert_eq!(success.name(), "success", "{success:?}");
-        let server_key = hmac(&salted, b"Server Key");
-        let expected = format!(
-            "v={}",
-            b64.encode(hmac(&server_key, auth_message.as_bytes()))
-        );
-        assert_eq!(
-            String::from_utf8(b64.decode(success.text()).unwrap()).unwrap(),
-            expected,
-            "the server proves it knows the keys"
-        );
-        self.open().await;
-        self.bind(resource).await;
+        let outcome = self.recv().await;
+        if outcome.name() == "success" {
+            let server_key = hmac(&salted, b"Server Key");
+            let expected = format!(
+                "v={}",
+                b64.encode(hmac(&server_key, auth_message.as_bytes()))
+            );
+            assert_eq!(
+                String::from_utf8(b64.decode(outcome.text()).unwrap()).unwrap(),
+                expected,
+                "the server proves it knows the keys"
+            );
+        }
+        outcome
     }
 
     pub async fn bind(&mut self, resource: &str) {
@@ -490,6 +541,7 @@ impl XmppClient {
             queue: VecDeque::new(),
             domain: domain.to_owned(),
             jid: None,
+            tls_exporter: None,
         };
         c.open().await;
         c.available(user, password).await;
@@ -538,6 +590,7 @@ impl XmppClient {
             )
             .await
             .expect("TLS handshake");
+        self.tls_exporter = exporter_of(&tls);
         *io = Box::new(tls);
         **parser = StreamParser::new(Limits::default());
         self.open().await;
@@ -555,7 +608,9 @@ impl XmppClient {
             )
             .await
             .expect("TLS handshake");
+        let tls_exporter = exporter_of(&tls);
         let mut c = Self {
+            tls_exporter,
             framing: Framing::Tcp,
             wire: Wire::Tcp {
                 io: Box::new(tls),

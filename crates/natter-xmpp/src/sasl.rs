@@ -3,13 +3,16 @@
 //! is protected (or plaintext is explicitly allowed). Failed attempts are
 //! throttled per IP by the core, as for the REST log-in.
 //!
-//! The -PLUS variants (channel binding) are not offered yet: SCRAM with
-//! `y,,` from a client that could bind is accepted, as RFC 5802 allows
-//! when the server advertises no -PLUS mechanism.
+//! The -PLUS variants bind the exchange to the TLS connection with
+//! `tls-exporter` (RFC 9266, advertised per XEP-0440) where the stream
+//! runs over TLS 1.3 on our own listener, so a relay that terminates TLS
+//! with another certificate cannot pass the log-in on. Where they are
+//! offered, a client saying `y` (it could bind but thinks we cannot) is
+//! refused as a downgrade, as RFC 5802 section 6 requires.
 
 use base64::Engine;
 use minidom::Element;
-use natter_core::scram::{ScramHash, ScramServer};
+use natter_core::scram::{ChannelBindings, Mechanism, ScramServer};
 use natter_core::{Caller, CoreError, LoginContext};
 use natter_types::{Password, Username};
 
@@ -17,8 +20,14 @@ use crate::ns;
 use crate::session::Session;
 use crate::xml::{ElementExt, el};
 
-/// Offered in this order of preference (PLAIN is added where allowed).
-pub(crate) const MECHANISMS: &[&str] = &["SCRAM-SHA-256", "SCRAM-SHA-1"];
+/// The SCRAM mechanisms to offer, strongest first (PLAIN is added where
+/// allowed): the -PLUS ones only where there is a channel to bind to.
+pub(crate) fn offered(bindings: &ChannelBindings) -> impl Iterator<Item = &'static str> + '_ {
+    Mechanism::ALL
+        .into_iter()
+        .filter(|m| !m.plus || !bindings.is_empty())
+        .map(Mechanism::name)
+}
 
 pub(crate) enum Step {
     /// A reply that changes nothing (an abort, say).
@@ -76,12 +85,15 @@ pub(crate) async fn step(session: &mut Session, e: &Element) -> Step {
                 return failure("incorrect-encoding", None);
             };
             session.take_scram();
-            match e.attr("mechanism") {
-                Some("SCRAM-SHA-256") => {
-                    scram_start(&hub, ScramHash::Sha256, &data, &context).await
+            let bindings = session.channel_bindings();
+            let name = e.attr("mechanism").unwrap_or_default();
+            match Mechanism::from_name(name) {
+                Some(m) if offered(&bindings).any(|o| o == name) => {
+                    scram_start(&hub, m, &data, &bindings, &context).await
                 }
-                Some("SCRAM-SHA-1") => scram_start(&hub, ScramHash::Sha1, &data, &context).await,
-                Some("PLAIN") if session.plain_allowed() => plain(&hub, &data, context).await,
+                _ if name == "PLAIN" && session.plain_allowed() => {
+                    plain(&hub, &data, context).await
+                }
                 _ => failure("invalid-mechanism", None),
             }
         }
@@ -109,11 +121,12 @@ pub(crate) async fn step(session: &mut Session, e: &Element) -> Step {
 
 async fn scram_start(
     hub: &natter_core::Hub,
-    hash: ScramHash,
+    mechanism: Mechanism,
     data: &[u8],
+    bindings: &ChannelBindings,
     context: &LoginContext,
 ) -> Step {
-    match hub.scram_start(hash, data, context.ip).await {
+    match hub.scram_start(mechanism, data, bindings, context.ip).await {
         Ok((server, first)) => Step::Challenge(el("challenge", ns::SASL).t(encode(&first)), server),
         Err(e) => core_failure(e),
     }

@@ -96,6 +96,9 @@ pub struct Session {
     pub(crate) stream_id: String,
     pub(crate) caller: Option<Caller>,
     scram: Option<ScramServer>,
+    /// The TLS connection's `tls-exporter` data, which SCRAM -PLUS binds
+    /// the log-in to; dropped once authenticated.
+    pub(crate) channel_binding: Option<Box<[u8; 32]>>,
     pub(crate) im: Option<Im>,
     pub(crate) sm: Option<Sm>,
     unauth: Option<UnauthSlot>,
@@ -126,6 +129,7 @@ impl Session {
             stream_id: short_id(),
             caller: None,
             scram: None,
+            channel_binding: None,
             im: None,
             sm: None,
             unauth: Some(unauth),
@@ -210,14 +214,23 @@ impl Session {
                 f = f.c(tls);
             }
             if !self.tls_required() {
+                let bindings = self.channel_bindings();
                 let mut mechs = el("mechanisms", ns::SASL);
-                for m in crate::sasl::MECHANISMS {
-                    mechs = mechs.c(el("mechanism", ns::SASL).t(*m));
+                for m in crate::sasl::offered(&bindings) {
+                    mechs = mechs.c(el("mechanism", ns::SASL).t(m));
                 }
                 if self.plain_allowed() {
                     mechs = mechs.c(el("mechanism", ns::SASL).t("PLAIN"));
                 }
                 f = f.c(mechs);
+                // XEP-0440: which binding types the -PLUS mechanisms use.
+                if !bindings.is_empty() {
+                    let mut cb = el("sasl-channel-binding", ns::SASL_CB);
+                    for kind in bindings.kinds() {
+                        cb = cb.c(el("channel-binding", ns::SASL_CB).a("type", kind));
+                    }
+                    f = f.c(cb);
+                }
                 if self.x.hub.config().registration == natter_core::RegistrationMode::Open {
                     f = f.c(el("register", ns::REGISTER_FEATURE));
                 }
@@ -237,6 +250,15 @@ impl Session {
                 .max_stanza_bytes
                 .to_string())),
         )
+    }
+
+    /// What a SCRAM exchange on this stream can be bound to.
+    pub(crate) fn channel_bindings(&self) -> natter_core::scram::ChannelBindings {
+        let bindings = natter_core::scram::ChannelBindings::none();
+        match &self.channel_binding {
+            Some(data) => bindings.with("tls-exporter", data.to_vec()),
+            None => bindings,
+        }
     }
 
     pub(crate) fn plain_allowed(&self) -> bool {
@@ -295,6 +317,7 @@ impl Session {
             crate::sasl::Step::Success(reply, caller) => {
                 self.caller = Some(caller);
                 self.unauth = None;
+                self.channel_binding = None;
                 out.push(Out::Element(reply));
                 out.push(Out::Restart);
             }

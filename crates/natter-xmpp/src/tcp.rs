@@ -46,7 +46,8 @@ impl Xmpp {
     async fn connection(self, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
         let _ = tcp.set_nodelay(true);
         let x = self.inner.clone();
-        let Some(session) = Session::new(x.clone(), Transport::Tcp, direct_tls, Some(peer.ip()))
+        let Some(mut session) =
+            Session::new(x.clone(), Transport::Tcp, direct_tls, Some(peer.ip()))
         else {
             let mut tcp = tcp;
             let mut w = Writer::default();
@@ -64,7 +65,10 @@ impl Xmpp {
                 return;
             };
             match tokio::time::timeout(x.config.auth_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => Conn::Tls(Box::new(tls)),
+                Ok(Ok(tls)) => {
+                    session.channel_binding = tls_exporter(&tls);
+                    Conn::Tls(Box::new(tls))
+                }
                 _ => return,
             }
         } else {
@@ -262,7 +266,10 @@ async fn run(mut session: Session, mut conn: Conn) {
                 return;
             };
             match tokio::time::timeout(x.config.auth_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => conn = Conn::Tls(Box::new(tls)),
+                Ok(Ok(tls)) => {
+                    session.channel_binding = tls_exporter(&tls);
+                    conn = Conn::Tls(Box::new(tls));
+                }
                 _ => return,
             }
             session.secure = true;
@@ -271,4 +278,18 @@ async fn run(mut session: Session, mut conn: Conn) {
         }
     }
     session.detach();
+}
+
+/// The `tls-exporter` channel binding of a connection (RFC 9266), for
+/// SCRAM -PLUS. Only under TLS 1.3: RFC 9266 allows it with TLS 1.2 only
+/// where the extended master secret was negotiated, which is not worth
+/// checking for clients old enough to lack TLS 1.3.
+fn tls_exporter(tls: &TlsStream<TcpStream>) -> Option<Box<[u8; 32]>> {
+    let conn = tls.get_ref().1;
+    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
+        .ok()
+        .map(Box::new)
 }

@@ -281,6 +281,95 @@ async fn tls_is_required_and_scram_works_over_starttls_and_direct_tls() {
     );
 }
 
+/// SCRAM -PLUS binds the log-in to the TLS connection (RFC 9266
+/// `tls-exporter`): data from another connection fails, as does a client
+/// told that the server cannot bind (a downgrade), and the mechanisms are
+/// offered only where there is TLS to bind to.
+#[tokio::test]
+async fn scram_plus_binds_the_log_in_to_the_tls_connection() {
+    use natter_testkit::xmpp::Binding;
+    let server = TestServer::start().await;
+    server.user("alice").await;
+    let mechanisms = |f: &Element| -> Vec<String> {
+        f.get_child("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl")
+            .map(|m| m.children().map(|c| c.text()).collect())
+            .unwrap_or_default()
+    };
+
+    for starttls in [false, true] {
+        let mut c = if starttls {
+            let mut c = XmppClient::connect(&server, Framing::Tcp).await;
+            c.features().await;
+            c.starttls(&server).await;
+            c
+        } else {
+            XmppClient::connect_direct_tls(&server).await
+        };
+        let f = c.features().await;
+        assert_eq!(
+            mechanisms(&f)[..3],
+            ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256"]
+        );
+        let cb = f
+            .get_child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
+            .expect("XEP-0440 advertised");
+        let kinds: Vec<_> = cb.children().filter_map(|c| c.attr("type")).collect();
+        assert_eq!(kinds, ["tls-exporter"]);
+        let outcome = c.scram_sha256("alice", PASSWORD, Binding::Exporter).await;
+        assert_eq!(outcome.name(), "success", "{outcome:?}");
+        c.open().await;
+        c.bind("plus").await;
+        assert_eq!(c.jid.as_deref(), Some("alice@localhost/plus"));
+    }
+
+    // the binding data of another channel: not-authorized
+    let mut c = XmppClient::connect_direct_tls(&server).await;
+    c.features().await;
+    let outcome = c.scram_sha256("alice", PASSWORD, Binding::Forged).await;
+    assert_eq!(outcome.name(), "failure");
+    assert!(
+        outcome
+            .get_child("not-authorized", "urn:ietf:params:xml:ns:xmpp-sasl")
+            .is_some(),
+        "{outcome:?}"
+    );
+
+    // `y` where -PLUS was offered means the offer was tampered with
+    let mut c = XmppClient::connect_direct_tls(&server).await;
+    c.features().await;
+    let outcome = c
+        .scram_sha256("alice", PASSWORD, Binding::Unsupported)
+        .await;
+    assert_eq!(outcome.name(), "failure", "{outcome:?}");
+
+    // plain SCRAM still works beside it
+    let mut c = XmppClient::connect_direct_tls(&server).await;
+    c.login_scram("alice", PASSWORD, "plain-scram").await;
+
+    // no TLS of our own on WebSocket and BOSH: nothing to bind to
+    for framing in [Framing::WebSocket, Framing::Bosh] {
+        let mut c = XmppClient::connect(&server, framing).await;
+        let f = c.features().await;
+        assert_eq!(mechanisms(&f)[..2], ["SCRAM-SHA-256", "SCRAM-SHA-1"]);
+        assert!(
+            f.get_child("sasl-channel-binding", "urn:xmpp:sasl-cb:0")
+                .is_none()
+        );
+        c.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256-PLUS'>{}</auth>",
+            base64_encode("p=tls-exporter,,n=alice,r=abc")
+        ))
+        .await;
+        let failure = c.recv().await;
+        assert!(
+            failure
+                .get_child("invalid-mechanism", "urn:ietf:params:xml:ns:xmpp-sasl")
+                .is_some(),
+            "{failure:?}"
+        );
+    }
+}
+
 fn base64_encode(s: &str) -> String {
     natter_testkit::xmpp::base64(s)
 }
