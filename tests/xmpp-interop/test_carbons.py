@@ -105,8 +105,6 @@ async def test_a_displayed_marker_from_one_device_reaches_the_others(server, cli
     assert marker.get("id") == attr(got, "id")
 
 
-@pytest.mark.xfail(strict=True, reason="interop bug B8: <private/> messages are still "
-                   "carbon-copied")
 async def test_private_messages_are_not_copied(server, clients):
     """XEP-0280 section 7: a message with <private/> (and the no-copy
     hint) is not carbon-copied."""

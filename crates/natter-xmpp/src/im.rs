@@ -333,6 +333,12 @@ async fn message(s: &mut Session, e: &Element, _replies: &mut Replies) -> Handle
             .unwrap_or_else(|| {
                 ClientId::parse(&uuid::Uuid::now_v7().to_string()).expect("a UUID is a client id")
             });
+        if e.get_child("private", ns::CARBONS).is_some() {
+            s.x.private_sent
+                .lock()
+                .expect("not poisoned")
+                .mark(caller.user.id, client_id.as_str());
+        }
         let sent = hub
             .send_message(&caller, conversation, client_id, body)
             .await?;
@@ -1088,7 +1094,15 @@ pub(crate) async fn live(
                     }
                     let im = s.im.as_ref().expect("bound");
                     if m.sender == me {
-                        if im.carbons && !im.own_sent_set.contains(&m.id) {
+                        if im.carbons
+                            && !im.own_sent_set.contains(&m.id)
+                            && !s
+                                .x
+                                .private_sent
+                                .lock()
+                                .expect("not poisoned")
+                                .is_marked(im.caller.user.id, &m.client_id)
+                        {
                             stanzas.push((carbon_sent(s, m), None));
                         }
                     } else if im

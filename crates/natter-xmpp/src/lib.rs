@@ -24,6 +24,7 @@
 //! that a group can become a room.
 
 pub mod bosh;
+mod carbons;
 pub mod error;
 mod im;
 mod mam;
@@ -109,6 +110,8 @@ pub(crate) struct Shared {
     /// The status text and capabilities of each user's last available
     /// presence sent over XMPP on this node (see `im::presence_extras`).
     pub presence_extras: Mutex<HashMap<natter_types::Username, Vec<minidom::Element>>>,
+    /// Messages sent with XEP-0280 `<private/>` (see `carbons.rs`).
+    pub private_sent: Mutex<carbons::PrivateSent>,
     /// BOSH sessions, by sid.
     pub bosh: Mutex<HashMap<String, bosh::Handle>>,
     /// Unauthenticated connections per IP.
@@ -132,6 +135,7 @@ impl Xmpp {
                 parked: Mutex::default(),
                 attached: Mutex::default(),
                 presence_extras: Mutex::default(),
+                private_sent: Mutex::default(),
                 bosh: Mutex::default(),
                 unauthenticated: Mutex::default(),
                 shutdown,
