@@ -54,7 +54,7 @@ pub(crate) async fn iq(
             replies.push(result(e).c(q));
         }
         (Some("set"), "block") => {
-            let users = items(s, payload)?;
+            let users = items(s, payload).await?;
             if users.is_empty() {
                 return Err(StanzaError::bad_request("a block needs at least one item"));
             }
@@ -64,7 +64,7 @@ pub(crate) async fn iq(
             replies.push(result(e));
         }
         (Some("set"), "unblock") => {
-            let users = items(s, payload)?;
+            let users = items(s, payload).await?;
             if users.is_empty() {
                 hub.unblock_all(&caller).await?;
             }
@@ -95,9 +95,9 @@ fn not_found(e: CoreError) -> StanzaError {
     }
 }
 
-/// The accounts the `<item jid=…/>` children name, all checked before
-/// anything changes.
-fn items(s: &Session, payload: &Element) -> Result<Vec<Username>, StanzaError> {
+/// The accounts the `<item jid=…/>` children name, all checked (and
+/// looked up) before anything changes.
+async fn items(s: &Session, payload: &Element) -> Result<Vec<Username>, StanzaError> {
     let me = &s.im.as_ref().expect("bound").caller.user.username;
     let mut users = Vec::new();
     for item in payload.children().filter(|c| c.is("item", ns::BLOCKING)) {
@@ -116,6 +116,9 @@ fn items(s: &Session, payload: &Element) -> Result<Vec<Username>, StanzaError> {
         if !users.contains(&user) {
             users.push(user);
         }
+    }
+    for user in &users {
+        s.x.hub.user(user).await.map_err(not_found)?;
     }
     Ok(users)
 }

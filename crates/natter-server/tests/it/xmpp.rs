@@ -794,7 +794,7 @@ async fn blocklist_get_block_unblock_and_pushes_to_interested_resources() {
     let r = request(
         &mut phone,
         "e3",
-        &format!("<block xmlns='{BLOCKING}'><item jid='nobody@localhost'/><item jid='carol@localhost'/></block>"),
+        &format!("<block xmlns='{BLOCKING}'><item jid='carol@localhost'/><item jid='nobody@localhost'/></block>"),
     )
     .await;
     assert_eq!(stanza_error(&r), Some("item-not-found"));
