@@ -81,6 +81,7 @@ export interface UserRef { username: string; display_name: string | null }
 export interface LogInResponse { token: string; expires_at: string; session_id: string; user: User }
 export interface Session { id: string; created_at: string; expires_at: string; user_agent: string | null; current: boolean }
 export interface Contact { username: string; display_name: string | null; name: string | null; groups: string[]; added_at: string }
+export interface Block { username: string; display_name: string | null; blocked_at: string }
 export type Role = 'owner' | 'admin' | 'member';
 export type ConversationKind = 'direct' | 'group';
 export interface Member { username: string; display_name: string | null; role: Role; joined_at: string; read_seq: number; delivered_seq: number }
@@ -138,6 +139,9 @@ export interface EventMap {
   typing: { conversation_id: string; user: string; active: boolean; expires_in_ms?: number };
   presence: { user: string; status: PresenceStatus; last_seen_at?: string | null };
   'session.revoked': Record<string, never>;
+  'block.added': { user: string };
+  'block.removed': { user: string };
+  'block.cleared': Record<string, never>;
   // the SDK's own
   connected: { transport: 'websocket' | 'long-poll'; cursor: string; resumed: boolean; user?: User };
   disconnected: { transport: 'websocket' | 'long-poll'; reason: string; retryInMs: number };
@@ -195,6 +199,10 @@ export declare class NatterClient {
   contacts(): Promise<Contact[]>;
   addContact(username: string, opts?: { name?: string; groups?: string[] }): Promise<Contact>;
   removeContact(username: string): Promise<null>;
+  blocks(): Promise<Block[]>;
+  block(username: string): Promise<Block>;
+  unblock(username: string): Promise<null>;
+  unblockAll(): Promise<null>;
   conversations(opts?: { cursor?: string; limit?: number }): Promise<ConversationList>;
   allConversations(): Promise<ConversationSummary[]>;
   conversation(id: string): Promise<Conversation>;

@@ -316,6 +316,19 @@ export class NatterClient {
   removeContact(username) {
     return this.request('DELETE', `/contacts/${encodeURIComponent(username)}`);
   }
+  /** The blocked list, ordered by username. */
+  blocks() {
+    return this.request('GET', '/blocks').then((r) => r.blocks);
+  }
+  block(username) {
+    return this.request('PUT', `/blocks/${encodeURIComponent(username)}`);
+  }
+  unblock(username) {
+    return this.request('DELETE', `/blocks/${encodeURIComponent(username)}`);
+  }
+  unblockAll() {
+    return this.request('DELETE', '/blocks');
+  }
   /** One page of conversations, most recently active first. */
   conversations({ cursor, limit } = {}) {
     const qs = new URLSearchParams();

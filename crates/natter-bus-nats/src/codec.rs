@@ -72,6 +72,10 @@ enum WireItem {
         active: bool,
     },
     SessionRevoked,
+    Blocklist {
+        user: Option<String>,
+        blocked: bool,
+    },
     Relay {
         to: String,
         payload: String,
@@ -151,6 +155,10 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
                         active: *active,
                     },
                     Ephemeral::SessionRevoked => WireItem::SessionRevoked,
+                    Ephemeral::Blocklist { user, blocked } => WireItem::Blocklist {
+                        user: user.as_ref().map(|u| u.to_string()),
+                        blocked: *blocked,
+                    },
                     Ephemeral::Relay { to, payload } => WireItem::Relay {
                         to: to.clone(),
                         payload: payload.clone(),
@@ -224,6 +232,10 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
                     active,
                 },
                 WireItem::SessionRevoked => Ephemeral::SessionRevoked,
+                WireItem::Blocklist { user, blocked } => Ephemeral::Blocklist {
+                    user: user.as_deref().map(username).transpose()?,
+                    blocked,
+                },
                 WireItem::Relay { to, payload } => Ephemeral::Relay { to, payload },
             },
         },

@@ -168,6 +168,12 @@ pub enum Ephemeral {
         active: bool,
     },
     SessionRevoked,
+    /// The user's blocked list changed (see
+    /// `natter_core::realtime::Item::Blocklist`).
+    Blocklist {
+        user: Option<Username>,
+        blocked: bool,
+    },
     /// For one connection of the user, named in a transport's terms, with
     /// a payload in its encoding (see `natter_core::realtime::Item::Relay`).
     Relay {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::Stream;
 use natter_proto::stream::{Command, Poll, ServerFrame, TypingCommand};
 use natter_proto::{
-    ChangePasswordRequest, Contact, ContactList, Conversation, ConversationList,
+    Block, BlockList, ChangePasswordRequest, Contact, ContactList, Conversation, ConversationList,
     ConversationSummary, CreateConversationRequest, EditMessageRequest, ErrorResponse, History,
     LogInRequest, LogInResponse, MarkReadRequest, Message, MessageResponse, PutContactRequest,
     PutMemberRequest, ReadMarker, Role, Session, SessionList, SignUpRequest, UpdateProfileRequest,
@@ -473,6 +473,36 @@ impl Client {
 
     pub async fn remove_contact(&self, username: &str) -> Result<()> {
         self.delete(self.url(&["contacts", username])).await
+    }
+
+    // ----- blocks --------------------------------------------------------
+
+    /// The blocked list, ordered by username.
+    pub async fn blocks(&self) -> Result<Vec<Block>> {
+        let list: BlockList = self.get(self.url(&["blocks"])).await?;
+        Ok(list.blocks)
+    }
+
+    /// Blocks a user; returns the entry and whether it is new.
+    pub async fn block(&self, username: &str) -> Result<(Block, bool)> {
+        let (status, block) = self
+            .send_json(
+                Method::PUT,
+                self.url(&["blocks", username]),
+                &serde_json::json!({}),
+            )
+            .await?;
+        Ok((block, status == 201))
+    }
+
+    /// Unblocks a user (`block_not_found` if they were not blocked).
+    pub async fn unblock(&self, username: &str) -> Result<()> {
+        self.delete(self.url(&["blocks", username])).await
+    }
+
+    /// Unblocks everyone.
+    pub async fn unblock_all(&self) -> Result<()> {
+        self.delete(self.url(&["blocks"])).await
     }
 
     // ----- conversations -------------------------------------------------

@@ -147,6 +147,13 @@ pub struct PresenceEvent {
     pub last_seen_at: Option<DateTime<Utc>>,
 }
 
+/// `block.added`, `block.removed`: ephemeral; the user's blocked list
+/// changed on one of their devices.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlockEvent {
+    pub user: String,
+}
+
 /// An event this SDK does not know, from a newer server.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UnknownEvent {
@@ -217,6 +224,13 @@ pub enum Event {
     /// stream then ends with [`crate::Error::Unauthenticated`].
     #[serde(rename = "session.revoked")]
     SessionRevoked,
+    #[serde(rename = "block.added")]
+    BlockAdded(BlockEvent),
+    #[serde(rename = "block.removed")]
+    BlockRemoved(BlockEvent),
+    /// Everyone was unblocked.
+    #[serde(rename = "block.cleared")]
+    BlocksCleared,
     #[serde(rename = "unknown")]
     Unknown(UnknownEvent),
     /// Reported by the SDK, not the server.
@@ -245,6 +259,9 @@ impl Event {
             Event::Typing(_) => "typing",
             Event::Presence(_) => "presence",
             Event::SessionRevoked => "session.revoked",
+            Event::BlockAdded(_) => "block.added",
+            Event::BlockRemoved(_) => "block.removed",
+            Event::BlocksCleared => "block.cleared",
             Event::Unknown(u) => &u.name,
             Event::Connected(_) => "stream.connected",
             Event::Disconnected(_) => "stream.disconnected",
@@ -432,6 +449,13 @@ impl Event {
                 last_seen_at,
             })),
             ("session.revoked", _) => Some(Event::SessionRevoked),
+            ("block.added", EventData::Block { user }) => {
+                Some(Event::BlockAdded(BlockEvent { user }))
+            }
+            ("block.removed", EventData::Block { user }) => {
+                Some(Event::BlockRemoved(BlockEvent { user }))
+            }
+            ("block.cleared", _) => Some(Event::BlocksCleared),
             (_, data) => {
                 return Event::Unknown(UnknownEvent {
                     name: event,

@@ -55,14 +55,14 @@ pub use backoff::Backoff;
 pub use client::{Client, ClientBuilder, HistoryQuery, Options, Outgoing, Sent};
 pub use error::{Error, Result};
 pub use events::{
-    Connected, ConversationCreatedEvent, Cursor, Disconnected, Event, MemberEvent,
+    BlockEvent, Connected, ConversationCreatedEvent, Cursor, Disconnected, Event, MemberEvent,
     MemberRemovedEvent, MessageEvent, PresenceEvent, ReceiptEvent, RenamedEvent, Transport,
     TypingEvent, UnknownEvent,
 };
 pub use natter_proto as proto;
 pub use natter_proto::stream::PresenceStatus;
 pub use natter_proto::{
-    Contact, Conversation, ConversationKind, ConversationSummary, History, LogInResponse, Member,
-    Message, Role, Session, User,
+    Block, Contact, Conversation, ConversationKind, ConversationSummary, History, LogInResponse,
+    Member, Message, Role, Session, User,
 };
 pub use stream::EventStream;

@@ -46,7 +46,8 @@ pub struct CreatedConversation {
 
 impl Hub {
     /// The direct conversation of the caller and `with`, created on first
-    /// use.
+    /// use. Refused across a block (`Blocked` or `RecipientUnavailable`);
+    /// an existing one stays readable through its id.
     pub async fn direct_conversation(
         &self,
         caller: &Caller,
@@ -58,6 +59,7 @@ impl Hub {
                 ValidationError::new("with", "a direct conversation needs another user").into(),
             );
         }
+        self.check_not_blocked(caller, &peer).await?;
         let (conversation, created) = self
             .store()
             .direct_conversation(caller.user.id, peer.id, now())

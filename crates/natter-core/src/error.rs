@@ -27,6 +27,15 @@ pub enum CoreError {
     /// The request conflicts with the current state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// The caller has blocked the other user: they must unblock them to
+    /// write to them.
+    #[error("you have blocked this user; unblock them first")]
+    Blocked,
+    /// The other user does not accept this from the caller (they blocked
+    /// the caller). Deliberately does not say why: a block is not
+    /// revealed to the one blocked.
+    #[error("this user is not available")]
+    RecipientUnavailable,
     /// Too many attempts; retry after the given time.
     #[error("too many attempts, retry in {} s", retry_after.as_secs().max(1))]
     RateLimited { retry_after: Duration },
@@ -80,6 +89,8 @@ impl From<StoreError> for CoreError {
                 "client_id_reused",
                 "client_id was already used for a message in another conversation",
             ),
+            StoreError::SenderBlocked => Self::Blocked,
+            StoreError::RecipientBlocked => Self::RecipientUnavailable,
             StoreError::Backend(msg) => {
                 tracing::error!(error = %msg, "storage failure");
                 Self::Unavailable("storage is unavailable".into())

@@ -9,6 +9,7 @@
 //! REST, the event stream and XMPP alike.
 
 mod accounts;
+mod blocking;
 mod config;
 mod conversations;
 mod error;
@@ -25,6 +26,7 @@ use natter_store::Store;
 use natter_types::{SessionId, Timestamp, User};
 
 pub use accounts::{LoginContext, LoginOutcome};
+pub use blocking::BlockState;
 pub use config::{CoreConfig, RegistrationMode};
 pub use conversations::{ConversationDetails, CreatedConversation};
 pub use error::CoreError;

@@ -81,6 +81,10 @@ impl From<CoreError> for ApiError {
                 Self::new(StatusCode::NOT_FOUND, format!("{what}_not_found"), message)
             }
             CoreError::Conflict { code, .. } => Self::new(StatusCode::CONFLICT, code, message),
+            CoreError::Blocked => Self::new(StatusCode::FORBIDDEN, "blocked", message),
+            CoreError::RecipientUnavailable => {
+                Self::new(StatusCode::FORBIDDEN, "recipient_unavailable", message)
+            }
             CoreError::RateLimited { retry_after } => Self {
                 retry_after: Some(retry_after),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)

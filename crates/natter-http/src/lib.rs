@@ -8,6 +8,7 @@
 //! sockets; the server crate passes the router a listener.
 
 mod accounts;
+mod blocks;
 mod conversations;
 pub mod error;
 mod extract;
@@ -78,6 +79,7 @@ pub struct AppState {
     tags(
         (name = "accounts", description = "Sign-up, log-in, sessions, profile and directory"),
         (name = "contacts", description = "The contact list (the XMPP roster)"),
+        (name = "blocks", description = "Blocked users (the XMPP blocklist, XEP-0191)"),
         (name = "conversations", description = "Direct and group conversations and their members"),
         (name = "messages", description = "History, sending, edits, deletion and read markers"),
         (name = "realtime", description = "Long-poll events and commands (the WebSocket stream at /api/v1/stream carries the same frames; see docs/protocol.md)"),
@@ -111,6 +113,8 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(accounts::get_user))
         .routes(routes!(accounts::list_contacts))
         .routes(routes!(accounts::put_contact, accounts::remove_contact))
+        .routes(routes!(blocks::list_blocks, blocks::unblock_all))
+        .routes(routes!(blocks::block, blocks::unblock))
         .routes(routes!(conversations::create, conversations::list))
         .routes(routes!(conversations::get, conversations::update))
         .routes(routes!(

@@ -137,6 +137,24 @@ fn event_frame(item: &Item) -> EventFrame {
             },
         ),
         Item::SessionRevoked => ("session.revoked".to_owned(), None, EventData::Empty {}),
+        Item::Blocklist {
+            user: Some(user),
+            blocked,
+        } => (
+            if *blocked {
+                "block.added"
+            } else {
+                "block.removed"
+            }
+            .to_owned(),
+            None,
+            EventData::Block {
+                user: user.to_string(),
+            },
+        ),
+        Item::Blocklist { user: None, .. } => {
+            ("block.cleared".to_owned(), None, EventData::Empty {})
+        }
         // Never reaches here: JSON transports skip relays (see `is_relay`).
         Item::Relay { .. } => ("relay".to_owned(), None, EventData::Empty {}),
     };

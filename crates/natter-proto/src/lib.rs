@@ -200,6 +200,32 @@ pub struct ContactList {
     pub contacts: Vec<Contact>,
 }
 
+// ----- blocks ---------------------------------------------------------------
+
+/// A user on the caller's blocked list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Block {
+    pub username: String,
+    pub display_name: Option<String>,
+    pub blocked_at: DateTime<Utc>,
+}
+
+impl From<t::BlockedUser> for Block {
+    fn from(b: t::BlockedUser) -> Self {
+        Self {
+            username: b.user.username.into_string(),
+            display_name: b.user.display_name,
+            blocked_at: b.blocked_at,
+        }
+    }
+}
+
+/// `GET /blocks`: the blocked list, ordered by username.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BlockList {
+    pub blocks: Vec<Block>,
+}
+
 // ----- conversations --------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

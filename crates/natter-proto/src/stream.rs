@@ -247,7 +247,10 @@ pub enum EventData {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last_seen_at: Option<DateTime<Utc>>,
     },
-    /// `session.revoked`.
+    /// `block.added`, `block.removed`: the caller's blocked list changed
+    /// on one of their devices.
+    Block { user: String },
+    /// `session.revoked`, `block.cleared`.
     Empty {},
 }
 

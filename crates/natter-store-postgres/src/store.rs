@@ -31,13 +31,13 @@
 use async_trait::async_trait;
 use deadpool_postgres::{Client, GenericClient, Transaction};
 use natter_store::{
-    Appended, ConversationCursor, HistoryQuery, NewGroup, NewMessage, NewSession, NewUser,
+    Appended, Blocks, ConversationCursor, HistoryQuery, NewGroup, NewMessage, NewSession, NewUser,
     PresencePeer, Store, StoreError, StoreResult, event_codec,
 };
 use natter_types::{
-    Body, Contact, ContactGroups, ContactName, Conversation, ConversationId, ConversationSummary,
-    Credentials, DisplayName, Event, EventPos, GroupTitle, Member, Message, MessageId, Role,
-    ScramKeys, Session, SessionId, Timestamp, User, UserId, Username,
+    BlockedUser, Body, Contact, ContactGroups, ContactName, Conversation, ConversationId,
+    ConversationSummary, Credentials, DisplayName, Event, EventPos, GroupTitle, Member, Message,
+    MessageId, Role, ScramKeys, Session, SessionId, Timestamp, User, UserId, Username,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row};
@@ -180,6 +180,17 @@ macro_rules! direct_peers_sql {
     };
 }
 
+/// The users with a block between them and user `$1`, either way: blocked
+/// pairs share no presence. Uses the primary key and `blocks_target`.
+macro_rules! blocked_pairs_sql {
+    () => {
+        concat!(
+            "SELECT target_id FROM blocks WHERE owner_id = $1",
+            " UNION SELECT owner_id FROM blocks WHERE target_id = $1"
+        )
+    };
+}
+
 /// The body of `list_conversations`, with or without a keyset condition.
 /// Columns: the conversation, the viewer's role and read marker, the member
 /// count, the peer of a direct conversation and the last message.
@@ -220,6 +231,34 @@ impl PgStore {
             Some(row) => get(&row, 0),
             None => Ok(false),
         }
+    }
+
+    /// Why an append matched no row, if it was a block: the sender is a
+    /// member of a direct conversation where someone blocked someone (the
+    /// sender's own block first). `None` otherwise.
+    async fn append_refusal<C: GenericClient>(
+        c: &C,
+        id: ConversationId,
+        sender: UserId,
+    ) -> StoreResult<Option<StoreError>> {
+        let owners: Vec<i64> = query(
+            c,
+            "SELECT b.owner_id FROM conversations c JOIN blocks b ON b.pair_key = c.direct_key
+             WHERE c.id = $1
+               AND EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = $1 AND m.user_id = $2)",
+            &[&id.0, &sender.0],
+        )
+        .await?
+        .iter()
+        .map(|row| get(row, 0))
+        .collect::<StoreResult<_>>()?;
+        Ok(if owners.contains(&sender.0) {
+            Some(StoreError::SenderBlocked)
+        } else if owners.is_empty() {
+            None
+        } else {
+            Some(StoreError::RecipientBlocked)
+        })
     }
 
     /// The conversation exists: tells `NotFound` from `NotMember` once an
@@ -607,6 +646,111 @@ impl Store for PgStore {
         .collect()
     }
 
+    // --- blocking -------------------------------------------------------
+
+    async fn block_user(&self, owner: UserId, target: UserId, now: Timestamp) -> StoreResult<bool> {
+        let c = self.conn().await?;
+        // Both users must exist: the insert takes its values from them, so
+        // a missing one inserts nothing and is told apart below.
+        let n = execute(
+            &c,
+            "INSERT INTO blocks (owner_id, target_id, pair_key, blocked_at)
+             SELECT o.id, t.id, $3, $4 FROM users o, users t WHERE o.id = $1 AND t.id = $2
+             ON CONFLICT (owner_id, target_id) DO NOTHING",
+            &[&owner.0, &target.0, &direct_key(owner, target), &now],
+        )
+        .await?;
+        if n > 0 {
+            return Ok(true);
+        }
+        let users: i64 = query_opt(
+            &c,
+            "SELECT count(*) FROM users WHERE id = $1 OR id = $2",
+            &[&owner.0, &target.0],
+        )
+        .await?
+        .map(|row| get(&row, 0))
+        .transpose()?
+        .unwrap_or(0);
+        let wanted = if owner == target { 1 } else { 2 };
+        if users < wanted {
+            return Err(StoreError::NotFound("user"));
+        }
+        Ok(false)
+    }
+
+    async fn unblock_user(&self, owner: UserId, target: UserId) -> StoreResult<bool> {
+        let c = self.conn().await?;
+        let n = execute(
+            &c,
+            "DELETE FROM blocks WHERE owner_id = $1 AND target_id = $2",
+            &[&owner.0, &target.0],
+        )
+        .await?;
+        Ok(n > 0)
+    }
+
+    async fn unblock_all(&self, owner: UserId) -> StoreResult<u64> {
+        let c = self.conn().await?;
+        execute(&c, "DELETE FROM blocks WHERE owner_id = $1", &[&owner.0]).await
+    }
+
+    async fn blocked_users(&self, owner: UserId) -> StoreResult<Vec<BlockedUser>> {
+        let c = self.conn().await?;
+        query(
+            &c,
+            "SELECT u.username, u.display_name, b.blocked_at
+             FROM blocks b JOIN users u ON u.id = b.target_id
+             WHERE b.owner_id = $1
+             ORDER BY u.username",
+            &[&owner.0],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(BlockedUser {
+                user: rows::user_ref(row, 0)?.ok_or_else(|| backend("block without a user"))?,
+                blocked_at: get(row, 2)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn blocks_between(&self, a: UserId, b: UserId) -> StoreResult<Blocks> {
+        if a == b {
+            return Ok(Blocks::default());
+        }
+        let c = self.conn().await?;
+        let owners: Vec<i64> = query(
+            &c,
+            "SELECT owner_id FROM blocks WHERE pair_key = $1",
+            &[&direct_key(a, b)],
+        )
+        .await?
+        .iter()
+        .map(|row| get(row, 0))
+        .collect::<StoreResult<_>>()?;
+        Ok(Blocks {
+            by_first: owners.contains(&a.0),
+            by_second: owners.contains(&b.0),
+        })
+    }
+
+    async fn direct_blocked(&self, id: ConversationId) -> StoreResult<bool> {
+        let c = self.conn().await?;
+        let row = query_opt(
+            &c,
+            "SELECT EXISTS (SELECT 1 FROM conversations c JOIN blocks b
+                            ON b.pair_key = c.direct_key WHERE c.id = $1)",
+            &[&id.0],
+        )
+        .await?;
+        match row {
+            Some(row) => get(&row, 0),
+            None => Ok(false),
+        }
+    }
+
     // --- conversations --------------------------------------------------
 
     async fn direct_conversation(
@@ -989,20 +1133,26 @@ impl Store for PgStore {
         .map_err(pg)?;
 
         // The next number, under the conversation's row lock until commit.
-        // Membership is part of the condition: no row means no conversation
-        // or no membership, told apart below.
+        // Membership and, for a direct conversation, the absence of a block
+        // are part of the condition (one probe of `blocks_pair`; a group's
+        // NULL `direct_key` matches nothing): no row means no conversation,
+        // no membership or a block, told apart below.
         let Some(row) = query_opt(
             &tx,
             "UPDATE conversations c
              SET last_seq = c.last_seq + 1, last_activity_at = $3
              WHERE c.id = $1
                AND EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = $1 AND m.user_id = $2)
+               AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.pair_key = c.direct_key)
              RETURNING c.last_seq",
             &[&new.conversation_id.0, &new.sender.0, &new.now],
         )
         .await?
         else {
-            let error = PgStore::not_member_or_not_found(&tx, new.conversation_id).await?;
+            let error = match PgStore::append_refusal(&tx, new.conversation_id, new.sender).await? {
+                Some(blocked) => blocked,
+                None => PgStore::not_member_or_not_found(&tx, new.conversation_id).await?,
+            };
             rollback(tx).await?;
             return Err(error);
         };
@@ -1268,10 +1418,13 @@ impl Store for PgStore {
         query(
             &c,
             concat!(
-                "SELECT c.contact_id FROM contacts c WHERE c.owner_id = $1",
+                "SELECT id FROM (",
+                "SELECT c.contact_id AS id FROM contacts c WHERE c.owner_id = $1",
                 " UNION ",
                 direct_peers_sql!(),
-                " ORDER BY 1"
+                ") a WHERE id NOT IN (",
+                blocked_pairs_sql!(),
+                ") ORDER BY 1"
             ),
             &[&user.0],
         )
@@ -1291,7 +1444,9 @@ impl Store for PgStore {
                 "   SELECT c.owner_id FROM contacts c WHERE c.contact_id = $1",
                 "   UNION ALL ",
                 direct_peers_sql!(),
-                " ) ORDER BY u.username"
+                " ) AND u.id NOT IN (",
+                blocked_pairs_sql!(),
+                ") ORDER BY u.username"
             ),
             &[&user.0],
         )

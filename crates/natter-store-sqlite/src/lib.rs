@@ -24,6 +24,7 @@
 //! finishes its queued jobs and closes the file before the drop returns.
 
 mod accounts;
+mod blocks;
 mod codec;
 mod conn;
 mod conversations;
@@ -39,13 +40,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use natter_store::{
-    Appended, ConversationCursor, HistoryQuery, NewGroup, NewMessage, NewSession, NewUser,
+    Appended, Blocks, ConversationCursor, HistoryQuery, NewGroup, NewMessage, NewSession, NewUser,
     PresencePeer, Store, StoreError, StoreResult,
 };
 use natter_types::{
-    Body, Contact, ContactGroups, ContactName, Conversation, ConversationId, ConversationSummary,
-    Credentials, DisplayName, Event, EventPos, GroupTitle, Member, Message, MessageId, Role,
-    Session, SessionId, Timestamp, User, UserId, Username,
+    BlockedUser, Body, Contact, ContactGroups, ContactName, Conversation, ConversationId,
+    ConversationSummary, Credentials, DisplayName, Event, EventPos, GroupTitle, Member, Message,
+    MessageId, Role, Session, SessionId, Timestamp, User, UserId, Username,
 };
 use rusqlite::Connection;
 
@@ -309,6 +310,33 @@ impl Store for SqliteStore {
 
     async fn list_contacts(&self, owner: UserId) -> StoreResult<Vec<Contact>> {
         self.read(move |c| accounts::list_contacts(c, owner)).await
+    }
+
+    // --- blocking -------------------------------------------------------
+
+    async fn block_user(&self, owner: UserId, target: UserId, now: Timestamp) -> StoreResult<bool> {
+        self.write(move |c| blocks::block(c, owner, target, now))
+            .await
+    }
+
+    async fn unblock_user(&self, owner: UserId, target: UserId) -> StoreResult<bool> {
+        self.write(move |c| blocks::unblock(c, owner, target)).await
+    }
+
+    async fn unblock_all(&self, owner: UserId) -> StoreResult<u64> {
+        self.write(move |c| blocks::unblock_all(c, owner)).await
+    }
+
+    async fn blocked_users(&self, owner: UserId) -> StoreResult<Vec<BlockedUser>> {
+        self.read(move |c| blocks::list(c, owner)).await
+    }
+
+    async fn blocks_between(&self, a: UserId, b: UserId) -> StoreResult<Blocks> {
+        self.read(move |c| blocks::between(c, a, b)).await
+    }
+
+    async fn direct_blocked(&self, id: ConversationId) -> StoreResult<bool> {
+        self.read(move |c| blocks::direct_blocked(c, id)).await
     }
 
     // --- conversations --------------------------------------------------

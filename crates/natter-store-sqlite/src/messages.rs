@@ -9,7 +9,7 @@ use natter_types::{Body, ConversationId, Message, MessageId, Timestamp, UserId, 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::codec::{DbResultExt, message_at, message_cols, micros, truncate, username};
-use crate::events;
+use crate::{blocks, events};
 
 /// Appends a message. Sequence numbers are gap-free because the writer runs
 /// one job at a time and a failed job's savepoint is rolled back, taking its
@@ -40,16 +40,19 @@ pub(crate) fn append_message(c: &Connection, new: &NewMessage) -> StoreResult<Ap
         });
     }
 
-    // The next number, if the sender is a member; the same statement gives
-    // the sender's name for the result. The membership test and the name
-    // ride along with the one write this needs anyway (every statement
-    // counts on the hot path).
+    // The next number, if the sender is a member and, in a direct
+    // conversation, nobody blocked anybody; the same statement gives the
+    // sender's name for the result. The membership and block tests and the
+    // name ride along with the one write this needs anyway (every
+    // statement counts on the hot path; for a group, `direct_key` is NULL
+    // and the block probe finds nothing at once).
     let sent_at = micros(new.now);
     let next: Option<(i64, Username)> = c
         .prepare_cached(
             "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = ?2
               WHERE id = ?1
                 AND EXISTS (SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?3)
+                AND NOT EXISTS (SELECT 1 FROM blocks WHERE pair_key = conversations.direct_key)
              RETURNING last_seq, (SELECT username FROM users WHERE id = ?3)",
         )
         .db()?
@@ -59,6 +62,9 @@ pub(crate) fn append_message(c: &Connection, new: &NewMessage) -> StoreResult<Ap
         .optional()
         .db()?;
     let Some((seq, sender)) = next else {
+        if let Some(blocked) = blocks::append_refusal(c, new.conversation_id, new.sender)? {
+            return Err(blocked);
+        }
         return Err(membership_error(c, new.conversation_id)?);
     };
     c.prepare_cached(

@@ -40,6 +40,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "disabled_accounts",
         sql: include_str!("../migrations/V3__disabled_accounts.sql"),
     },
+    Migration {
+        version: 4,
+        name: "blocks",
+        sql: include_str!("../migrations/V4__blocks.sql"),
+    },
 ];
 
 /// Brings the schema up to date; returns the versions it applied.
@@ -127,7 +132,7 @@ mod tests {
     #[test]
     fn applies_once() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(run(&mut conn).unwrap(), [1, 2, 3]);
+        assert_eq!(run(&mut conn).unwrap(), [1, 2, 3, 4]);
         assert!(run(&mut conn).unwrap().is_empty());
     }
 
@@ -147,7 +152,7 @@ mod tests {
              VALUES (x'00', 1, 'owner', 0, 5);",
         )
         .unwrap();
-        assert_eq!(run(&mut conn).unwrap(), [2, 3]);
+        assert_eq!(run(&mut conn).unwrap(), [2, 3, 4]);
         let (read, delivered, seen): (i64, i64, Option<i64>) = conn
             .query_row(
                 "SELECT m.read_seq, m.delivered_seq, u.last_seen_at

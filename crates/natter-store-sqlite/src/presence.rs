@@ -1,7 +1,7 @@
 //! SQL for presence: when users were last online, and who sees whose
 //! presence. Presence is shared along contact lists (a user's contacts see
 //! them) and between the two members of a direct conversation; groups
-//! alone share none.
+//! alone share none, and a block (either way) shares none.
 
 use natter_store::{PresencePeer, StoreError, StoreResult};
 use natter_types::{Timestamp, UserId};
@@ -38,13 +38,26 @@ macro_rules! direct_peers {
     };
 }
 
+/// The users with a block between them and `?1`, either way: blocked
+/// pairs share no presence.
+macro_rules! blocked_pairs {
+    () => {
+        "SELECT target_id FROM blocks WHERE owner_id = ?1
+         UNION SELECT owner_id FROM blocks WHERE target_id = ?1"
+    };
+}
+
 /// Users who see `user`'s presence: `user`'s contacts and direct peers,
-/// each once (`UNION` removes the duplicates), in id order.
+/// each once (`UNION` removes the duplicates), in id order, but for
+/// blocked pairs.
 const AUDIENCE: &str = concat!(
-    "SELECT contact_id FROM contacts WHERE owner_id = ?1
-     UNION ",
+    "SELECT contact_id FROM contacts WHERE owner_id = ?1 AND contact_id NOT IN (",
+    blocked_pairs!(),
+    ") UNION ",
     direct_peers!(),
-    " ORDER BY 1"
+    " AND p.user_id NOT IN (",
+    blocked_pairs!(),
+    ") ORDER BY 1"
 );
 
 pub(crate) fn audience(c: &Connection, user: UserId) -> StoreResult<Vec<UserId>> {
@@ -57,13 +70,16 @@ pub(crate) fn audience(c: &Connection, user: UserId) -> StoreResult<Vec<UserId>>
 
 /// Users whose presence `user` sees, the reverse relation: those who list
 /// `user` as a contact (`contacts_by_contact`) and `user`'s direct peers,
-/// each once, ordered by username.
+/// each once, ordered by username, but for blocked pairs.
 const SUBJECTS: &str = concat!(
     "SELECT u.id, u.username, u.last_seen_at
        FROM users u
       WHERE u.id IN (SELECT owner_id FROM contacts WHERE contact_id = ?1
                      UNION ",
     direct_peers!(),
+    ")
+        AND u.id NOT IN (",
+    blocked_pairs!(),
     ")
       ORDER BY u.username"
 );

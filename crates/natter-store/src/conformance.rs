@@ -1011,7 +1011,8 @@ macro_rules! conformance_tests {
             users sessions contacts direct_conversations groups append_and_dedupe
             concurrent_appends history edit_and_delete read_markers conversation_list
             event_log user_events tailing_under_concurrent_writes delivered_markers
-            presence_relations disabled_accounts rejoined_member_events);
+            presence_relations disabled_accounts rejoined_member_events blocking
+            blocked_messages blocked_presence);
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn survives_reopen() {
@@ -1537,4 +1538,225 @@ pub async fn rejoined_member_events(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(next, all[3..6].to_vec());
+}
+
+// --- blocking -----------------------------------------------------------
+
+fn blocked_names(list: &[BlockedUser]) -> Vec<&str> {
+    list.iter().map(|b| b.user.username.as_str()).collect()
+}
+
+/// Blocked lists: idempotent blocks, unblocking one or all, the order of
+/// the list, lists of different users kept apart, and the pair check both
+/// ways.
+pub async fn blocking(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let dave = user(store, "dave").await;
+
+    assert!(store.blocked_users(alice.id).await.unwrap().is_empty());
+    assert_eq!(
+        store.blocks_between(alice.id, bob.id).await.unwrap(),
+        Blocks::default()
+    );
+
+    let first = now();
+    assert!(store.block_user(alice.id, carol.id, first).await.unwrap());
+    assert!(store.block_user(alice.id, bob.id, now()).await.unwrap());
+    assert!(
+        !store.block_user(alice.id, carol.id, now()).await.unwrap(),
+        "blocking twice is not a second entry"
+    );
+    let list = store.blocked_users(alice.id).await.unwrap();
+    assert_eq!(
+        blocked_names(&list),
+        ["bob", "carol"],
+        "ordered by username"
+    );
+    assert_eq!(list[1].blocked_at, first, "a repeated block keeps the date");
+
+    // The pair check, both ways and in either order of arguments.
+    let ab = store.blocks_between(alice.id, bob.id).await.unwrap();
+    assert!(ab.by_first && !ab.by_second && ab.any());
+    let ba = store.blocks_between(bob.id, alice.id).await.unwrap();
+    assert!(!ba.by_first && ba.by_second);
+    assert!(!store.blocks_between(bob.id, carol.id).await.unwrap().any());
+    store.block_user(bob.id, alice.id, now()).await.unwrap();
+    let ab = store.blocks_between(alice.id, bob.id).await.unwrap();
+    assert!(ab.by_first && ab.by_second, "a block each way");
+
+    // Lists are per owner.
+    assert_eq!(
+        blocked_names(&store.blocked_users(bob.id).await.unwrap()),
+        ["alice"]
+    );
+    assert!(store.blocked_users(carol.id).await.unwrap().is_empty());
+    store.block_user(dave.id, carol.id, now()).await.unwrap();
+
+    assert!(store.unblock_user(alice.id, bob.id).await.unwrap());
+    assert!(!store.unblock_user(alice.id, bob.id).await.unwrap());
+    assert_eq!(
+        blocked_names(&store.blocked_users(alice.id).await.unwrap()),
+        ["carol"]
+    );
+    let ab = store.blocks_between(alice.id, bob.id).await.unwrap();
+    assert!(!ab.by_first && ab.by_second, "bob's block stands");
+
+    store.block_user(alice.id, dave.id, now()).await.unwrap();
+    assert_eq!(store.unblock_all(alice.id).await.unwrap(), 2);
+    assert_eq!(store.unblock_all(alice.id).await.unwrap(), 0);
+    assert!(store.blocked_users(alice.id).await.unwrap().is_empty());
+    assert_eq!(
+        blocked_names(&store.blocked_users(dave.id).await.unwrap()),
+        ["carol"],
+        "another owner's list is untouched"
+    );
+    assert_eq!(
+        blocked_names(&store.blocked_users(bob.id).await.unwrap()),
+        ["alice"]
+    );
+
+    assert!(matches!(
+        store.block_user(alice.id, UserId(i64::MAX), now()).await,
+        Err(StoreError::NotFound("user"))
+    ));
+}
+
+/// No message is appended between a blocked pair, whoever blocked; the
+/// sender's own block is named first; groups are not affected; history
+/// stays readable; unblocking restores sending.
+pub async fn blocked_messages(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let (direct, _) = store
+        .direct_conversation(alice.id, bob.id, now())
+        .await
+        .unwrap();
+    let shared = group(store, &alice, &[&bob]).await;
+    store
+        .append_message(new_message(direct.id, bob.id, "b1", "hi"))
+        .await
+        .unwrap();
+    assert!(!store.direct_blocked(direct.id).await.unwrap());
+
+    store.block_user(alice.id, bob.id, now()).await.unwrap();
+    assert!(store.direct_blocked(direct.id).await.unwrap());
+    assert!(!store.direct_blocked(shared.id).await.unwrap());
+    let head = store.event_head().await.unwrap();
+    assert!(matches!(
+        store
+            .append_message(new_message(direct.id, bob.id, "b2", "hello?"))
+            .await,
+        Err(StoreError::RecipientBlocked)
+    ));
+    assert!(matches!(
+        store
+            .append_message(new_message(direct.id, alice.id, "a1", "hm"))
+            .await,
+        Err(StoreError::SenderBlocked)
+    ));
+    // A non-member learns nothing about the block.
+    assert!(matches!(
+        store
+            .append_message(new_message(direct.id, carol.id, "c1", "x"))
+            .await,
+        Err(StoreError::NotMember)
+    ));
+    // Nothing was stored, no number used, no event written.
+    let conv = store.conversation(direct.id).await.unwrap().unwrap();
+    assert_eq!(conv.last_seq, 1);
+    assert!(store.events_after(head, 100).await.unwrap().is_empty());
+    let history = store
+        .messages(
+            direct.id,
+            HistoryQuery {
+                before: None,
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1, "history stays readable");
+    // A group with both goes on.
+    store
+        .append_message(new_message(shared.id, bob.id, "b3", "in the group"))
+        .await
+        .unwrap();
+    // Both blocked: the sender's own block is what the sender hears.
+    store.block_user(bob.id, alice.id, now()).await.unwrap();
+    assert!(matches!(
+        store
+            .append_message(new_message(direct.id, bob.id, "b4", "x"))
+            .await,
+        Err(StoreError::SenderBlocked)
+    ));
+    store.unblock_all(bob.id).await.unwrap();
+    store.unblock_user(alice.id, bob.id).await.unwrap();
+    let sent = store
+        .append_message(new_message(direct.id, bob.id, "b5", "again"))
+        .await
+        .unwrap();
+    assert_eq!(sent.message.seq, 2, "gap-free across refusals");
+}
+
+/// A blocked pair shares no presence, whoever blocked.
+pub async fn blocked_presence(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    for (a, b) in [(&alice, &bob), (&bob, &alice), (&alice, &carol)] {
+        store
+            .put_contact(a.id, b.id, None, ContactGroups::default(), now())
+            .await
+            .unwrap();
+    }
+    store
+        .direct_conversation(alice.id, bob.id, now())
+        .await
+        .unwrap();
+    let ids = |v: Vec<UserId>| {
+        let mut v = v;
+        v.sort();
+        v
+    };
+    let names = |v: Vec<PresencePeer>| {
+        v.into_iter()
+            .map(|p| p.username.into_string())
+            .collect::<Vec<_>>()
+    };
+    let mut both = vec![bob.id, carol.id];
+    both.sort();
+    assert_eq!(ids(store.presence_audience(alice.id).await.unwrap()), both);
+
+    store.block_user(bob.id, alice.id, now()).await.unwrap();
+    assert_eq!(
+        store.presence_audience(alice.id).await.unwrap(),
+        [carol.id],
+        "bob blocked alice: he does not see her"
+    );
+    assert!(
+        store.presence_audience(bob.id).await.unwrap().is_empty(),
+        "nor does she see him"
+    );
+    assert!(store.presence_subjects(bob.id).await.unwrap().is_empty());
+    assert!(store.presence_subjects(alice.id).await.unwrap().is_empty());
+    assert_eq!(
+        names(store.presence_subjects(carol.id).await.unwrap()),
+        ["alice"]
+    );
+    // Contacts and conversations stay.
+    assert_eq!(store.list_contacts(bob.id).await.unwrap().len(), 1);
+
+    store.unblock_user(bob.id, alice.id).await.unwrap();
+    assert_eq!(ids(store.presence_audience(alice.id).await.unwrap()), both);
+    assert_eq!(
+        names(store.presence_subjects(bob.id).await.unwrap()),
+        ["alice"]
+    );
 }

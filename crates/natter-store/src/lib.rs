@@ -27,7 +27,7 @@ pub mod event_codec;
 use async_trait::async_trait;
 pub use natter_types as types;
 use natter_types::{
-    Body, ClientId, Contact, ContactGroups, ContactName, Conversation, ConversationId,
+    BlockedUser, Body, ClientId, Contact, ContactGroups, ContactName, Conversation, ConversationId,
     ConversationSummary, Credentials, DisplayName, Event, EventPos, GroupTitle, Member, Message,
     MessageId, Role, Session, SessionId, Timestamp, User, UserId, Username,
 };
@@ -48,6 +48,14 @@ pub enum StoreError {
     /// A `client_id` was reused for a message to another conversation.
     #[error("client_id already used for a message in another conversation")]
     ClientIdReused,
+    /// A message to a direct conversation whose sender has blocked the
+    /// other member.
+    #[error("the sender has blocked the recipient")]
+    SenderBlocked,
+    /// A message to a direct conversation whose other member has blocked
+    /// the sender.
+    #[error("the recipient has blocked the sender")]
+    RecipientBlocked,
     /// The database failed or could not be reached.
     #[error("storage backend: {0}")]
     Backend(String),
@@ -132,6 +140,23 @@ pub struct PresencePeer {
     pub last_seen_at: Option<Timestamp>,
 }
 
+/// Which of two users has blocked the other
+/// ([`Store::blocks_between`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Blocks {
+    /// The first user named has blocked the second.
+    pub by_first: bool,
+    /// The second user named has blocked the first.
+    pub by_second: bool,
+}
+
+impl Blocks {
+    /// Whether either has blocked the other.
+    pub fn any(self) -> bool {
+        self.by_first || self.by_second
+    }
+}
+
 /// Domain operations on durable state. Implementations are cheap to share
 /// (`Arc<dyn Store>`) and safe to call from many tasks at once.
 #[async_trait]
@@ -201,6 +226,30 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_contact(&self, owner: UserId, contact: UserId) -> StoreResult<bool>;
     /// The contact list, ordered by username.
     async fn list_contacts(&self, owner: UserId) -> StoreResult<Vec<Contact>>;
+
+    // --- blocking -------------------------------------------------------
+    //
+    // A block is one-way in the list (the owner's) and two-way in effect:
+    // between the two users no direct message is appended
+    // (`append_message` fails with `SenderBlocked` or `RecipientBlocked`)
+    // and neither is in the other's presence audience. Blocks change no
+    // contact list, conversation or event.
+
+    /// Blocks `target` for `owner`; returns whether it is new (blocking
+    /// twice keeps the first date). `NotFound("user")` if either user does
+    /// not exist.
+    async fn block_user(&self, owner: UserId, target: UserId, now: Timestamp) -> StoreResult<bool>;
+    /// Unblocks `target`; returns whether it was blocked.
+    async fn unblock_user(&self, owner: UserId, target: UserId) -> StoreResult<bool>;
+    /// Empties `owner`'s blocked list; returns how many were unblocked.
+    async fn unblock_all(&self, owner: UserId) -> StoreResult<u64>;
+    /// `owner`'s blocked list, ordered by username.
+    async fn blocked_users(&self, owner: UserId) -> StoreResult<Vec<BlockedUser>>;
+    /// Which of `a` and `b` has blocked the other: one indexed read.
+    async fn blocks_between(&self, a: UserId, b: UserId) -> StoreResult<Blocks>;
+    /// Whether either member of the direct conversation `id` has blocked
+    /// the other; `false` for groups and unknown conversations.
+    async fn direct_blocked(&self, id: ConversationId) -> StoreResult<bool>;
 
     // --- conversations --------------------------------------------------
 
@@ -333,10 +382,12 @@ pub trait Store: Send + Sync + 'static {
     /// Records when the user was last online.
     async fn set_last_seen(&self, user: UserId, at: Timestamp) -> StoreResult<()>;
     /// Users who see `user`'s presence: the users in `user`'s contact list
-    /// and the other members of `user`'s direct conversations, each once.
+    /// and the other members of `user`'s direct conversations, each once,
+    /// except those with a block between them and `user` (either way).
     async fn presence_audience(&self, user: UserId) -> StoreResult<Vec<UserId>>;
     /// Users whose presence `user` sees, the reverse relation: those who
     /// have `user` in their contact list and `user`'s direct peers, each
-    /// once, ordered by username.
+    /// once, ordered by username, except those with a block between them
+    /// and `user` (either way).
     async fn presence_subjects(&self, user: UserId) -> StoreResult<Vec<PresencePeer>>;
 }

@@ -14,8 +14,8 @@ mod values;
 pub use events::{Event, EventKind, EventPos};
 pub use ids::{ConversationId, MessageId, SessionId, UserId};
 pub use records::{
-    Contact, Conversation, ConversationKind, ConversationSummary, Credentials, Member, Message,
-    Role, ScramKeys, Session, User, UserRef,
+    BlockedUser, Contact, Conversation, ConversationKind, ConversationSummary, Credentials, Member,
+    Message, Role, ScramKeys, Session, User, UserRef,
 };
 pub use values::{
     Body, ClientId, ContactGroups, ContactName, DisplayName, GroupTitle, Password, Username,

@@ -50,6 +50,14 @@ pub struct Contact {
     pub added_at: Timestamp,
 }
 
+/// A user on someone's blocked list (XEP-0191's blocklist): no direct
+/// messages, presence or typing pass between the two until unblocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedUser {
+    pub user: UserRef,
+    pub blocked_at: Timestamp,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConversationKind {
     /// Exactly two members, exactly one conversation per pair.

@@ -67,6 +67,8 @@ pub struct StanzaError {
     pub kind: &'static str,
     pub condition: &'static str,
     pub text: Option<String>,
+    /// An application-specific condition: `(name, namespace)`.
+    pub app: Option<(&'static str, &'static str)>,
 }
 
 impl StanzaError {
@@ -75,6 +77,19 @@ impl StanzaError {
             kind,
             condition,
             text: Some(text.into()).filter(|t: &String| !t.is_empty()),
+            app: None,
+        }
+    }
+
+    /// XEP-0191 3.3: a stanza to a JID the user has blocked.
+    pub fn blocked() -> Self {
+        Self {
+            app: Some(("blocked", ns::BLOCKING_ERRORS)),
+            ..Self::new(
+                "cancel",
+                "not-acceptable",
+                "you have blocked this contact; unblock them first",
+            )
         }
     }
 
@@ -104,6 +119,9 @@ impl StanzaError {
             .c(el(self.condition, ns::STANZAS_ERR));
         if let Some(text) = &self.text {
             e = e.c(el("text", ns::STANZAS_ERR).t(text.clone()));
+        }
+        if let Some((name, namespace)) = self.app {
+            e = e.c(el(name, namespace));
         }
         e
     }
@@ -136,6 +154,10 @@ impl From<CoreError> for StanzaError {
             CoreError::Forbidden { .. } => Self::new("auth", "forbidden", text),
             CoreError::NotFound { .. } => Self::new("cancel", "item-not-found", text),
             CoreError::Conflict { .. } => Self::new("cancel", "conflict", text),
+            CoreError::Blocked => Self::blocked(),
+            // XEP-0191 3.3: what a blocked contact gets, the same as for a
+            // user who does not exist, so the block is not revealed.
+            CoreError::RecipientUnavailable => Self::service_unavailable(),
             CoreError::RateLimited { .. } => Self::new("wait", "resource-constraint", text),
             CoreError::RegistrationClosed => Self::new("cancel", "not-allowed", text),
             CoreError::Unavailable(_) => Self::new("wait", "internal-server-error", text),

@@ -39,6 +39,8 @@ pub(crate) struct Im {
     pub carbons: bool,
     /// XEP-0352: the client is in the background; chat states are held.
     pub inactive: bool,
+    /// XEP-0191: the client asked for the blocklist, so it gets pushes.
+    pub blocklist_interest: bool,
     /// Direct conversations by id, with the peer; `None` for groups.
     peers: HashMap<ConversationId, Option<Username>>,
     /// The direct conversation with each peer.
@@ -72,6 +74,7 @@ impl Im {
             live: None,
             carbons: false,
             inactive: false,
+            blocklist_interest: false,
             peers: HashMap::new(),
             conversations: HashMap::new(),
             own_sent: VecDeque::new(),
@@ -169,10 +172,13 @@ impl Replies {
 
 /// Handles a stanza from a bound resource; replies go to `replies`.
 pub(crate) async fn stanza(s: &mut Session, e: Element, replies: &mut Replies) {
-    let outcome = match e.name() {
-        "message" => message(s, &e, replies).await,
-        "presence" => presence(s, &e, replies).await,
-        _ => iq(s, &e, replies).await,
+    let outcome = match crate::blocking::guard(s, &e).await {
+        Some(blocked) => blocked,
+        None => match e.name() {
+            "message" => message(s, &e, replies).await,
+            "presence" => presence(s, &e, replies).await,
+            _ => iq(s, &e, replies).await,
+        },
     };
     if let Err(err) = outcome {
         // RFC 6120 8.3.1: never answer an error with an error.
@@ -356,7 +362,7 @@ async fn message(s: &mut Session, e: &Element, _replies: &mut Replies) -> Handle
 /// Whether a bodiless message carries something the IM layer handles
 /// (receipts, markers, chat states, retractions) rather than something for
 /// the addressed client alone.
-fn has_im_payload(e: &Element) -> bool {
+pub(crate) fn has_im_payload(e: &Element) -> bool {
     e.children().any(|c| {
         let n = c.ns();
         n == ns::RECEIPTS || n == ns::MARKERS || n == ns::CHATSTATES || n == ns::RETRACT
@@ -994,6 +1000,9 @@ async fn iq(s: &mut Session, e: &Element, replies: &mut Replies) -> Handled {
             s.im.as_mut().expect("bound").carbons = payload.name() == "enable";
             replies.push(result(e));
         }
+        (_, "blocklist" | "block" | "unblock", ns::BLOCKING) if on_account => {
+            crate::blocking::iq(s, e, payload, replies).await?
+        }
         ("get", "query", ns::MAM) if on_account => replies.push(result(e).c(crate::mam::form())),
         ("set", "query", ns::MAM) if on_account => {
             crate::mam::query(s, e, payload, replies).await?
@@ -1033,6 +1042,7 @@ const SERVER_FEATURES: &[&str] = &[
     ns::CORRECT,
     ns::RETRACT,
     ns::CSI,
+    ns::BLOCKING,
     "msgoffline",
 ];
 
@@ -1188,6 +1198,9 @@ pub(crate) async fn live(
         }
         Item::SessionRevoked => {
             return Err(StreamError::not_authorized("this session was revoked"));
+        }
+        Item::Blocklist { user, blocked } => {
+            stanzas.extend(crate::blocking::push(s, user.as_ref(), *blocked).map(|p| (p, None)));
         }
         Item::Relay { to, payload } => {
             // A stanza routed to this full JID from another node; it was

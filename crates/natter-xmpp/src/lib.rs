@@ -23,6 +23,7 @@
 //! step); routing keeps a conversation, not a JID pair, as the unit, so
 //! that a group can become a room.
 
+mod blocking;
 pub mod bosh;
 mod carbons;
 pub mod error;

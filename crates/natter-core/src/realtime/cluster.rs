@@ -84,6 +84,10 @@ fn ephemeral_out(item: &Item) -> Option<Ephemeral> {
             active: *active,
         },
         Item::SessionRevoked => Ephemeral::SessionRevoked,
+        Item::Blocklist { user, blocked } => Ephemeral::Blocklist {
+            user: user.clone(),
+            blocked: *blocked,
+        },
         Item::Relay { to, payload } => Ephemeral::Relay {
             to: to.clone(),
             payload: payload.to_string(),
@@ -112,6 +116,7 @@ fn ephemeral_in(e: Ephemeral) -> Item {
             active,
         },
         Ephemeral::SessionRevoked => Item::SessionRevoked,
+        Ephemeral::Blocklist { user, blocked } => Item::Blocklist { user, blocked },
         Ephemeral::Relay { to, payload } => Item::Relay {
             to,
             payload: payload.into(),

@@ -94,6 +94,13 @@ pub enum Item {
         user: Username,
         active: bool,
     },
+    /// The user's blocked list changed on one of their devices: `user`
+    /// was blocked (`blocked`) or unblocked; `None` (with `blocked`
+    /// false): everyone was unblocked. For the user's own sessions only.
+    Blocklist {
+        user: Option<Username>,
+        blocked: bool,
+    },
     /// The session this connection authenticated with was revoked; the
     /// transport closes the connection after sending this.
     SessionRevoked,

@@ -68,14 +68,20 @@ impl Typing {
 impl Hub {
     /// The caller started (`active`) or stopped typing in a conversation.
     /// Other members' sessions are told; repeated starts only renew the
-    /// expiry.
+    /// expiry. In a direct conversation with a block either way, typing
+    /// is dropped without an error (it is not revealed to the one blocked).
     pub async fn typing(
         &self,
         caller: &Caller,
         conversation: ConversationId,
         active: bool,
     ) -> CoreResult<()> {
-        self.role_in(caller, conversation).await?;
+        let (details, _) = self.role_in(caller, conversation).await?;
+        if details.kind == natter_types::ConversationKind::Direct
+            && self.store().direct_blocked(conversation).await?
+        {
+            return Ok(());
+        }
         let user = &caller.user.username;
         let changed = if active {
             self.rt().typing.start(conversation, user)

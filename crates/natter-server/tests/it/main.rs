@@ -4,6 +4,7 @@
 //! PostgreSQL).
 
 mod accounts;
+mod blocks;
 mod cli;
 mod cluster;
 mod contacts;

@@ -768,3 +768,318 @@ async fn roster_is_the_contact_list_with_pushes() {
         "{bounce:?}"
     );
 }
+
+// --- XEP-0191 blocking ----------------------------------------------------
+
+const BLOCKING: &str = "urn:xmpp:blocking";
+const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+
+fn stanza_error(e: &Element) -> Option<&str> {
+    let error = e.get_child("error", "jabber:client")?;
+    error
+        .children()
+        .find(|c| c.ns() == STANZAS && c.name() != "text")
+        .map(|c| c.name())
+}
+
+fn blocklist_jids(e: &Element, name: &str) -> Option<Vec<String>> {
+    let list = e.get_child(name, BLOCKING)?;
+    Some(
+        list.children()
+            .filter(|c| c.is("item", BLOCKING))
+            .map(|c| c.attr("jid").unwrap_or_default().to_owned())
+            .collect(),
+    )
+}
+
+fn is_push(e: &Element, name: &str) -> bool {
+    e.name() == "iq" && e.attr("type") == Some("set") && e.get_child(name, BLOCKING).is_some()
+}
+
+async fn request(c: &mut XmppClient, id: &str, xml: &str) -> Element {
+    c.send(&format!(
+        "<iq xmlns='jabber:client' type='{}' id='{id}'>{xml}</iq>",
+        if xml.starts_with("<blocklist") {
+            "get"
+        } else {
+            "set"
+        }
+    ))
+    .await;
+    c.iq_reply(id).await
+}
+
+#[tokio::test]
+async fn blocklist_get_block_unblock_and_pushes_to_interested_resources() {
+    let server = server().await;
+    server.user("alice").await;
+    server.user("bob").await;
+    server.user("carol").await;
+    let mut phone = XmppClient::online(&server, Framing::Tcp, "alice", PASSWORD).await;
+    let mut laptop = XmppClient::online(&server, Framing::WebSocket, "alice", PASSWORD).await;
+
+    // the server announces the feature
+    phone
+        .send("<iq xmlns='jabber:client' type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        .await;
+    let info = phone.iq_reply("d1").await;
+    let q = info
+        .get_child("query", "http://jabber.org/protocol/disco#info")
+        .unwrap();
+    assert!(
+        q.children().any(|f| f.attr("var") == Some(BLOCKING)),
+        "disco#info lists urn:xmpp:blocking"
+    );
+
+    // both resources ask for the (empty) list and so become interested
+    for c in [&mut phone, &mut laptop] {
+        let r = request(c, "l1", &format!("<blocklist xmlns='{BLOCKING}'/>")).await;
+        assert_eq!(r.attr("type"), Some("result"));
+        assert_eq!(blocklist_jids(&r, "blocklist"), Some(vec![]));
+    }
+
+    // block: result to the requester, a push to each interested resource
+    let r = request(
+        &mut phone,
+        "b1",
+        &format!("<block xmlns='{BLOCKING}'><item jid='bob@localhost'/></block>"),
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    for c in [&mut phone, &mut laptop] {
+        let push = c.recv_where(|e| is_push(e, "block")).await;
+        assert_eq!(
+            blocklist_jids(&push, "block"),
+            Some(vec!["bob@localhost".to_owned()])
+        );
+        // pushes are answered by clients; the server ignores the result
+        c.send(&format!(
+            "<iq xmlns='jabber:client' type='result' id='{}'/>",
+            push.attr("id").unwrap()
+        ))
+        .await;
+    }
+    let r = request(
+        &mut laptop,
+        "l2",
+        &format!("<blocklist xmlns='{BLOCKING}'/>"),
+    )
+    .await;
+    assert_eq!(
+        blocklist_jids(&r, "blocklist"),
+        Some(vec!["bob@localhost".to_owned()])
+    );
+
+    // errors: no items, another domain, no JID at all
+    let r = request(&mut phone, "e1", &format!("<block xmlns='{BLOCKING}'/>")).await;
+    assert_eq!(stanza_error(&r), Some("bad-request"));
+    let r = request(
+        &mut phone,
+        "e2",
+        &format!("<block xmlns='{BLOCKING}'><item jid='x@elsewhere.example'/></block>"),
+    )
+    .await;
+    assert_eq!(stanza_error(&r), Some("item-not-found"));
+    let r = request(
+        &mut phone,
+        "e3",
+        &format!("<block xmlns='{BLOCKING}'><item jid='carol@localhost'/><item jid='nobody@localhost'/></block>"),
+    )
+    .await;
+    assert_eq!(stanza_error(&r), Some("item-not-found"));
+    let r = request(
+        &mut phone,
+        "l3",
+        &format!("<blocklist xmlns='{BLOCKING}'/>"),
+    )
+    .await;
+    assert_eq!(
+        blocklist_jids(&r, "blocklist"),
+        Some(vec!["bob@localhost".to_owned()]),
+        "a refused block changes nothing, not even its valid items"
+    );
+
+    // unblock one: a push with the item
+    let r = request(
+        &mut phone,
+        "u1",
+        &format!("<unblock xmlns='{BLOCKING}'><item jid='bob@localhost'/></unblock>"),
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"));
+    let push = laptop.recv_where(|e| is_push(e, "unblock")).await;
+    assert_eq!(
+        blocklist_jids(&push, "unblock"),
+        Some(vec!["bob@localhost".to_owned()])
+    );
+
+    // unblock all: an empty unblock, pushed empty
+    request(
+        &mut phone,
+        "b2",
+        &format!("<block xmlns='{BLOCKING}'><item jid='bob@localhost'/><item jid='carol@localhost'/></block>"),
+    )
+    .await;
+    let r = request(&mut phone, "u2", &format!("<unblock xmlns='{BLOCKING}'/>")).await;
+    assert_eq!(r.attr("type"), Some("result"));
+    laptop
+        .recv_where(|e| is_push(e, "unblock") && blocklist_jids(e, "unblock") == Some(vec![]))
+        .await;
+    let r = request(
+        &mut laptop,
+        "l4",
+        &format!("<blocklist xmlns='{BLOCKING}'/>"),
+    )
+    .await;
+    assert_eq!(blocklist_jids(&r, "blocklist"), Some(vec![]));
+}
+
+#[tokio::test]
+async fn a_blocked_users_messages_bounce_unstored_and_presence_stops() {
+    let server = server().await;
+    let rest_alice = server.user("alice").await;
+    let rest_bob = server.user("bob").await;
+    let rest_carol = server.user("carol").await;
+    // alice shares presence with bob and carol, and sees theirs
+    for (a, b) in [
+        (&rest_alice, "bob"),
+        (&rest_alice, "carol"),
+        (&rest_bob, "alice"),
+        (&rest_carol, "alice"),
+    ] {
+        a.put(&format!("/api/v1/contacts/{b}"), json!({}))
+            .await
+            .expect(201);
+    }
+    let conv = rest_alice.direct("bob").await;
+    let mut alice = XmppClient::online(&server, Framing::Tcp, "alice", PASSWORD).await;
+    let mut bob = XmppClient::online(&server, Framing::Tcp, "bob", PASSWORD).await;
+    let mut carol = XmppClient::online(&server, Framing::Tcp, "carol", PASSWORD).await;
+
+    let r = request(
+        &mut alice,
+        "b1",
+        &format!("<block xmlns='{BLOCKING}'><item jid='bob@localhost'/></block>"),
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"));
+    // bob sees alice go away (XEP-0191 3.3)
+    bob.recv_where(|e| {
+        e.name() == "presence"
+            && e.attr("from") == Some("alice@localhost")
+            && e.attr("type") == Some("unavailable")
+    })
+    .await;
+
+    // bob's message bounces as if alice did not exist, and is not stored
+    bob.send("<message xmlns='jabber:client' type='chat' to='alice@localhost' id='m1'><body>let me in</body></message>")
+        .await;
+    let bounce = bob
+        .recv_where(|e| e.name() == "message" && e.attr("id") == Some("m1"))
+        .await;
+    assert_eq!(bounce.attr("type"), Some("error"));
+    assert_eq!(stanza_error(&bounce), Some("service-unavailable"));
+    let error = bounce.get_child("error", "jabber:client").unwrap();
+    assert!(
+        error.get_child("blocked", BLOCKING_ERRORS).is_none(),
+        "the block is not revealed"
+    );
+    let history = rest_alice
+        .get(&format!("/api/v1/conversations/{conv}/messages"))
+        .await;
+    assert_eq!(history.expect(200)["messages"], json!([]));
+
+    // alice writing to bob is refused with the blocking error
+    alice
+        .send("<message xmlns='jabber:client' type='chat' to='bob@localhost' id='m2'><body>hm</body></message>")
+        .await;
+    let refused = alice
+        .recv_where(|e| e.name() == "message" && e.attr("id") == Some("m2"))
+        .await;
+    assert_eq!(stanza_error(&refused), Some("not-acceptable"));
+    let error = refused.get_child("error", "jabber:client").unwrap();
+    assert!(error.get_child("blocked", BLOCKING_ERRORS).is_some());
+
+    // an IQ from bob to alice's account is refused too; a subscription
+    // request from him is dropped
+    bob.send("<iq xmlns='jabber:client' type='get' id='v1' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>")
+        .await;
+    let r = bob.iq_reply("v1").await;
+    assert_eq!(stanza_error(&r), Some("service-unavailable"));
+
+    // bob's presence no longer reaches alice: his change, processed before
+    // carol's (the ping proves it), is not what alice hears next
+    bob.send("<presence xmlns='jabber:client'><show>away</show></presence>")
+        .await;
+    bob.send("<presence xmlns='jabber:client' type='subscribe' to='alice@localhost'/>")
+        .await;
+    bob.send("<iq xmlns='jabber:client' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    bob.iq_reply("p1").await;
+    carol
+        .send("<presence xmlns='jabber:client'><show>away</show></presence>")
+        .await;
+    let next = alice
+        .recv_where(|e| {
+            e.name() == "presence"
+                && e.attr("from").is_some_and(|f| !f.starts_with("alice@"))
+                && e.get_child("show", "jabber:client").is_some()
+        })
+        .await;
+    assert_eq!(next.attr("from"), Some("carol@localhost"), "{next:?}");
+}
+
+#[tokio::test]
+async fn blocks_made_over_rest_hold_over_xmpp_and_the_other_way() {
+    let server = server().await;
+    let rest_alice = server.user("alice").await;
+    let rest_bob = server.user("bob").await;
+    let conv = rest_bob.direct("alice").await;
+    let mut bob = XmppClient::online(&server, Framing::Tcp, "bob", PASSWORD).await;
+
+    // a block made over REST stops bob's XMPP messages
+    rest_alice
+        .put("/api/v1/blocks/bob", json!({}))
+        .await
+        .expect(201);
+    bob.send("<message xmlns='jabber:client' type='chat' to='alice@localhost' id='x1'><body>hi</body></message>")
+        .await;
+    let bounce = bob
+        .recv_where(|e| e.name() == "message" && e.attr("id") == Some("x1"))
+        .await;
+    assert_eq!(stanza_error(&bounce), Some("service-unavailable"));
+    rest_alice.delete("/api/v1/blocks/bob").await.expect(204);
+
+    // a block made over XMPP stops REST sends, and shows in the REST list
+    let r = request(
+        &mut bob,
+        "b1",
+        &format!("<block xmlns='{BLOCKING}'><item jid='alice@localhost'/></block>"),
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"));
+    rest_alice
+        .post(
+            &format!("/api/v1/conversations/{conv}/messages"),
+            json!({"client_id": "r1", "body": "hello?"}),
+        )
+        .await
+        .expect_error(403, "recipient_unavailable");
+    let list = rest_bob.get("/api/v1/blocks").await;
+    assert_eq!(list.expect(200)["blocks"][0]["username"], "alice");
+    // and bob's XMPP client, interested now, hears of a REST unblock
+    request(&mut bob, "l1", &format!("<blocklist xmlns='{BLOCKING}'/>")).await;
+    rest_bob.delete("/api/v1/blocks/alice").await.expect(204);
+    let push = bob.recv_where(|e| is_push(e, "unblock")).await;
+    assert_eq!(
+        blocklist_jids(&push, "unblock"),
+        Some(vec!["alice@localhost".to_owned()])
+    );
+    rest_alice
+        .post(
+            &format!("/api/v1/conversations/{conv}/messages"),
+            json!({"client_id": "r2", "body": "hello"}),
+        )
+        .await
+        .expect(201);
+}
