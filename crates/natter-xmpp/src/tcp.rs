@@ -14,7 +14,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::error::StreamError;
 use crate::session::{Out, Session, Transport};
-use crate::xml::{Limits, StreamParser, to_string};
+use crate::xml::{Limits, StreamParser, write_into};
 use crate::{Xmpp, ns};
 
 /// Bytes read per system call. Small, because every idle connection
@@ -163,13 +163,13 @@ pub(crate) fn write_element(buf: &mut String, e: &Element) {
         buf.push_str(e.name());
         buf.push('>');
         for child in e.children() {
-            buf.push_str(&to_string(child));
+            write_into(buf, child);
         }
         buf.push_str("</stream:");
         buf.push_str(e.name());
         buf.push('>');
     } else {
-        buf.push_str(&to_string(e));
+        write_into(buf, e);
     }
 }
 
