@@ -26,6 +26,9 @@ const OFFLINE_CONVERSATIONS: u32 = 100;
 /// Most messages per conversation delivered as offline messages; older
 /// ones are in the archive (XEP-0313).
 const OFFLINE_PER_CONVERSATION: u32 = 100;
+/// Own and peer messages remembered per direct conversation (see
+/// [`Recent`]); beyond that, receipts and markers read the store.
+const RECENT_KEEP: usize = 256;
 
 /// The IM state of a bound session.
 pub(crate) struct Im {
@@ -57,6 +60,39 @@ pub(crate) struct Im {
     /// Highest seq this resource itself marked as read, per conversation:
     /// its own markers are not copied back to it.
     marked_read: HashMap<ConversationId, i64>,
+    /// Recent messages of each direct conversation seen on the live
+    /// stream, so that receipts and markers in either direction cost no
+    /// store read.
+    recent: HashMap<ConversationId, Recent>,
+}
+
+/// The recent messages of one direct conversation, as the live stream
+/// brought them. Watermark moves (receipts and markers to send) and
+/// receipts and markers from the client (naming a peer's message) are
+/// answered from here; what is not here is read from the store.
+struct Recent {
+    /// Every own message with a seq from this one on is in `own`: the
+    /// live stream brings every event of the conversation in order from
+    /// the first one this session saw.
+    complete_from: i64,
+    /// Seq and client id of the user's own messages, ascending.
+    own: VecDeque<(i64, String)>,
+    /// The peer's latest messages, oldest first.
+    peer: VecDeque<Message>,
+}
+
+impl Recent {
+    /// The user's own messages with a seq in `(after, upto]`, if this
+    /// knows all of them.
+    fn own_between(&self, after: i64, upto: i64) -> Option<impl Iterator<Item = &str>> {
+        (after + 1 >= self.complete_from).then(|| {
+            self.own
+                .iter()
+                .skip_while(move |(seq, _)| *seq <= after)
+                .take_while(move |(seq, _)| *seq <= upto)
+                .map(|(_, id)| id.as_str())
+        })
+    }
 }
 
 impl Im {
@@ -83,7 +119,58 @@ impl Im {
             reported_delivered: HashMap::new(),
             reported_read: HashMap::new(),
             marked_read: HashMap::new(),
+            recent: HashMap::new(),
         }
+    }
+
+    /// Notes a message of a direct conversation that came on the live
+    /// stream (`sent_by_me`: the user's own, from any of its resources).
+    fn saw_message(&mut self, m: &Message, sent_by_me: bool) {
+        let recent = self
+            .recent
+            .entry(m.conversation_id)
+            .or_insert_with(|| Recent {
+                complete_from: m.seq,
+                own: VecDeque::new(),
+                peer: VecDeque::new(),
+            });
+        if sent_by_me {
+            recent.own.push_back((m.seq, m.client_id.clone()));
+            if recent.own.len() > RECENT_KEEP
+                && let Some((seq, _)) = recent.own.pop_front()
+            {
+                recent.complete_from = recent.complete_from.max(seq + 1);
+            }
+        } else {
+            recent.peer.push_back(m.clone());
+            if recent.peer.len() > RECENT_KEEP {
+                recent.peer.pop_front();
+            }
+        }
+    }
+
+    /// Drops own messages that no watermark move can name any more: both
+    /// watermarks passed them.
+    fn forget_reported(&mut self, conversation: ConversationId) {
+        let (Some(delivered), Some(read), Some(recent)) = (
+            self.reported_delivered.get(&conversation),
+            self.reported_read.get(&conversation),
+            self.recent.get_mut(&conversation),
+        ) else {
+            return;
+        };
+        let passed = (*delivered).min(*read);
+        while recent.own.front().is_some_and(|(seq, _)| *seq <= passed) {
+            recent.own.pop_front();
+        }
+        recent.complete_from = recent.complete_from.max(passed + 1);
+    }
+
+    /// Forgets what the live stream brought: it stopped, and events may
+    /// pass unseen until the next one starts.
+    pub fn live_stopped(&mut self) {
+        self.live = None;
+        self.recent.clear();
     }
 
     fn remember_sent(&mut self, id: MessageId) {
@@ -377,13 +464,25 @@ fn ncname(name: &str) -> rxml::NcName {
 /// stanza id (clients differ in which they quote).
 async fn peer_message(s: &Session, peer: &Username, id: Option<&str>) -> Option<Message> {
     let id = id?;
-    let caller = &s.im.as_ref()?.caller;
+    let im = s.im.as_ref()?;
+    // Usually one the live stream just brought: no store read.
+    let uuid = uuid::Uuid::parse_str(id).ok();
+    if let Some(conversation) = im.conversations.get(peer)
+        && let Some(recent) = im.recent.get(conversation)
+        && let Some(m) = recent
+            .peer
+            .iter()
+            .rev()
+            .find(|m| m.client_id == id || Some(m.id.0) == uuid)
+    {
+        return Some(m.clone());
+    }
+    let caller = &im.caller;
     if let Ok(m) = s.x.hub.message_by_client_id(caller, peer, id).await {
         return Some(m);
     }
-    let uuid = uuid::Uuid::parse_str(id).ok()?;
     s.x.hub
-        .message_by_id(caller, MessageId(uuid))
+        .message_by_id(caller, MessageId(uuid?))
         .await
         .ok()
         .filter(|m| &m.sender == peer)
@@ -435,10 +534,7 @@ async fn presence(s: &mut Session, e: &Element, replies: &mut Replies) -> Handle
                 None => become_available(s, status, replies).await?,
             }
         }
-        (Some("unavailable"), None) => {
-            let im = s.im.as_mut().expect("bound");
-            im.live = None;
-        }
+        (Some("unavailable"), None) => s.im.as_mut().expect("bound").live_stopped(),
         (
             Some(kind @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" | "probe")),
             Some(to),
@@ -1100,8 +1196,12 @@ pub(crate) async fn live(
             match &ev.kind {
                 EventKind::MessageCreated(m) => {
                     if peer_of(s, conversation).await.is_none() {
+                        // Not a direct conversation (or not known yet):
+                        // what `recent` holds of it may have a gap now.
+                        s.im.as_mut().expect("bound").recent.remove(&conversation);
                         return Ok(());
                     }
+                    s.im.as_mut().expect("bound").saw_message(m, m.sender == me);
                     let im = s.im.as_ref().expect("bound");
                     if m.sender == me {
                         if im.carbons
@@ -1247,23 +1347,39 @@ async fn receipts(
     if seq <= after {
         return;
     }
-    let Ok(page) =
-        s.x.hub
-            .history(
-                &im.caller,
-                conversation,
-                Some(seq + 1),
-                Some(after),
-                Some(50),
-            )
-            .await
-    else {
-        return;
+    // The client ids of the user's messages the watermark passed: from
+    // what the live stream brought, or else from history.
+    let cached = im
+        .recent
+        .get(&conversation)
+        .and_then(|r| r.own_between(after, seq))
+        .map(|ids| ids.map(str::to_owned).collect::<Vec<_>>());
+    let mine = match cached {
+        Some(ids) => ids,
+        None => {
+            let Ok(page) =
+                s.x.hub
+                    .history(
+                        &im.caller,
+                        conversation,
+                        Some(seq + 1),
+                        Some(after),
+                        Some(50),
+                    )
+                    .await
+            else {
+                return;
+            };
+            let me = &im.caller.user.username;
+            page.messages
+                .into_iter()
+                .filter(|m| &m.sender == me)
+                .map(|m| m.client_id)
+                .collect()
+        }
     };
-    let me = im.caller.user.username.clone();
     let full = im.full.clone();
     let from = bare_jid(s, peer);
-    let mine: Vec<&Message> = page.messages.iter().filter(|m| m.sender == me).collect();
     let marker = |child: Element| {
         el("message", ns::CLIENT)
             .a("type", "chat")
@@ -1272,18 +1388,12 @@ async fn receipts(
             .c(child)
     };
     if read {
-        if let Some(m) = mine.last() {
-            stanzas.push((
-                marker(el("displayed", ns::MARKERS).a("id", m.client_id.clone())),
-                None,
-            ));
+        if let Some(id) = mine.into_iter().last() {
+            stanzas.push((marker(el("displayed", ns::MARKERS).a("id", id)), None));
         }
     } else {
-        for m in &mine {
-            stanzas.push((
-                marker(el("received", ns::RECEIPTS).a("id", m.client_id.clone())),
-                None,
-            ));
+        for id in mine {
+            stanzas.push((marker(el("received", ns::RECEIPTS).a("id", id)), None));
         }
     }
     let im = s.im.as_mut().expect("bound");
@@ -1293,6 +1403,7 @@ async fn receipts(
         &mut im.reported_delivered
     };
     reported.insert(conversation, seq);
+    im.forget_reported(conversation);
 }
 
 /// XEP-0280 with XEP-0333: the user read up to `seq` on another device

@@ -58,6 +58,14 @@ pub enum Out {
     Close(Option<StreamError>),
 }
 
+impl Out {
+    /// After this, bytes belong to another stream (or none): nothing more
+    /// is read or queued behind it.
+    pub fn ends_writing(&self) -> bool {
+        matches!(self, Out::StartTls | Out::Restart | Out::Close(_))
+    }
+}
+
 /// Something that arrived for the session between inputs.
 pub enum Push {
     Item(Result<Arc<Outbound>, StreamEnd>),
@@ -669,6 +677,19 @@ impl Session {
             _ = ack => Push::AckDue,
             _ = taken => Push::TakenOver,
         }
+    }
+
+    /// What [`Session::next_push`] would return at once, if anything is
+    /// already queued (hub items and routed stanzas only).
+    pub fn try_push(&mut self) -> Option<Push> {
+        let im = self.im.as_mut()?;
+        if let Some(item) = im.live.as_mut().and_then(|l| l.try_next()) {
+            return Some(Push::Item(Ok(item)));
+        }
+        im.routed
+            .try_recv()
+            .ok()
+            .map(|stanza| Push::Routed(*stanza))
     }
 
     /// Handles what [`Session::next_push`] returned.

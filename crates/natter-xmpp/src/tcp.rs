@@ -14,12 +14,14 @@ use tokio_rustls::server::TlsStream;
 
 use crate::error::StreamError;
 use crate::session::{Out, Session, Transport};
-use crate::xml::{Limits, StreamParser, to_string};
+use crate::xml::{Limits, StreamParser, write_into};
 use crate::{Xmpp, ns};
 
 /// Bytes read per system call. Small, because every idle connection
 /// keeps its buffer; a large stanza simply takes several reads.
 const READ_BUFFER: usize = 4096;
+/// Most queued items turned into stanzas for one write.
+const BATCH: usize = 64;
 
 impl Xmpp {
     /// Accepts c2s connections until shutdown. With `direct_tls`, every
@@ -167,13 +169,13 @@ pub(crate) fn write_element(buf: &mut String, e: &Element) {
         buf.push_str(e.name());
         buf.push('>');
         for child in e.children() {
-            buf.push_str(&to_string(child));
+            write_into(buf, child);
         }
         buf.push_str("</stream:");
         buf.push_str(e.name());
         buf.push('>');
     } else {
-        buf.push_str(&to_string(e));
+        write_into(buf, e);
     }
 }
 
@@ -210,7 +212,7 @@ async fn run(mut session: Session, mut conn: Conn) {
                     // After these, bytes already read belong to an old
                     // stream: discard them (no plaintext injection across
                     // STARTTLS, RFC 6120 5.3.3).
-                    if out.iter().any(|o| matches!(o, Out::StartTls | Out::Restart | Out::Close(_))) {
+                    if out.iter().any(Out::ends_writing) {
                         break;
                     }
                 }
@@ -224,6 +226,17 @@ async fn run(mut session: Session, mut conn: Conn) {
                 session.closed_cleanly = true;
                 out.push(Out::Close(Some(StreamError::system_shutdown("the server is shutting down"))));
             }
+        }
+        // Whatever else is already queued for the client goes into the
+        // same write: one system call per wake-up, not one per stanza.
+        for _ in 0..BATCH {
+            if out.iter().any(Out::ends_writing) {
+                break;
+            }
+            let Some(push) = session.try_push() else {
+                break;
+            };
+            session.on_push(push, &mut out).await;
         }
         let mut end = false;
         let mut upgrade = false;

@@ -138,6 +138,32 @@ impl Stream {
         }
     }
 
+    /// The next item if one is queued, without waiting; `None` while the
+    /// stream still catches up from the store (and when it ended: `next`
+    /// says why). Lets a transport put what is already waiting into the
+    /// same write.
+    pub fn try_next(&mut self) -> Option<Arc<Outbound>> {
+        loop {
+            if let Some(out) = self.buf.pop_front() {
+                if let Some(p) = out.pos() {
+                    self.pos = p;
+                }
+                return Some(out);
+            }
+            if self.catching_up {
+                return None;
+            }
+            let out = self.sub.rx.try_recv().ok()?;
+            if let Some(p) = out.pos() {
+                if p <= self.pos {
+                    continue;
+                }
+                self.pos = p;
+            }
+            return Some(out);
+        }
+    }
+
     /// Sets this connection's presence (online or away).
     pub async fn set_presence(&self, status: PresenceStatus) -> CoreResult<()> {
         if status == PresenceStatus::Offline {

@@ -458,6 +458,83 @@ async fn offline_messages_arrive_at_login_and_the_archive_pages() {
 }
 
 #[tokio::test]
+async fn receipts_and_markers_name_messages_sent_before_the_session_came_online() {
+    // Receipts usually name messages the sessions saw live; these were
+    // sent before either XMPP session existed, so both directions must
+    // find them in the store.
+    let server = server().await;
+    let rest_alice = server.user("alice").await;
+    server.user("bob").await;
+    let conv = rest_alice.direct("bob").await;
+    rest_alice
+        .say(&conv, "early-1", "before anyone was online")
+        .await;
+    rest_alice.say(&conv, "early-2", "still before").await;
+
+    let mut alice = XmppClient::online(&server, Framing::Tcp, "alice", PASSWORD).await;
+    // bob gets both as offline messages; writing them counts as delivery
+    let mut bob = XmppClient::online(&server, Framing::Tcp, "bob", PASSWORD).await;
+    bob.recv_where(|e| is_chat(e) && e.attr("id") == Some("early-2"))
+        .await;
+    for id in ["early-1", "early-2"] {
+        alice
+            .recv_where(|e| {
+                e.get_child("received", RECEIPTS)
+                    .is_some_and(|r| r.attr("id") == Some(id))
+            })
+            .await;
+    }
+    // bob's client marks the first one displayed by the id alice gave it
+    bob.send(&format!(
+        "<message xmlns='jabber:client' to='alice@localhost' type='chat'><displayed xmlns='{MARKERS}' id='early-1'/></message>"
+    ))
+    .await;
+    let d = alice
+        .recv_where(|e| e.get_child("displayed", MARKERS).is_some())
+        .await;
+    assert_eq!(
+        d.get_child("displayed", MARKERS).unwrap().attr("id"),
+        Some("early-1")
+    );
+
+    // a message sent live, then displayed: the marker names it, not an
+    // earlier one
+    alice
+        .send("<message xmlns='jabber:client' type='chat' to='bob@localhost' id='live-1'><body>now live</body></message>")
+        .await;
+    bob.recv_where(|e| is_chat(e) && e.attr("id") == Some("live-1"))
+        .await;
+    alice
+        .recv_where(|e| {
+            e.get_child("received", RECEIPTS)
+                .is_some_and(|r| r.attr("id") == Some("live-1"))
+        })
+        .await;
+    bob.send(&format!(
+        "<message xmlns='jabber:client' to='alice@localhost' type='chat'><displayed xmlns='{MARKERS}' id='live-1'/></message>"
+    ))
+    .await;
+    let d = alice
+        .recv_where(|e| e.get_child("displayed", MARKERS).is_some())
+        .await;
+    assert_eq!(
+        d.get_child("displayed", MARKERS).unwrap().attr("id"),
+        Some("live-1")
+    );
+    let r = rest_alice
+        .get(&format!("/api/v1/conversations/{conv}"))
+        .await;
+    let bob_member = r.expect(200)["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["username"] == "bob")
+        .unwrap()
+        .clone();
+    assert_eq!(bob_member["read_seq"], 3, "{bob_member}");
+}
+
+#[tokio::test]
 async fn an_xmpp_user_and_a_json_user_share_messages_receipts_typing_and_presence() {
     let server = server().await;
     let carol = server.user("carol").await;
