@@ -388,13 +388,15 @@ pub async fn stream(
         .into_response();
     }
     ws.protocols([p::stream::SUBPROTOCOL])
-        // The library's default 128 KiB read buffer per connection would
-        // dominate the memory of idle connections; client frames are small
-        // and the buffer grows for the rare large one.
-        .read_buffer_size(4 * 1024)
+        // Every connection keeps its read buffer, idle or not: the
+        // library's default 128 KiB would dominate the memory of idle
+        // connections. Client frames are commands, almost always under
+        // 1 KiB; the buffer grows to hold a larger frame whole (read in
+        // 1 KiB steps).
+        .read_buffer_size(1024)
         .max_message_size(s.stream.max_frame_bytes)
         .max_frame_size(s.stream.max_frame_bytes)
-        .on_upgrade(move |socket| run_socket(socket, s))
+        .on_upgrade(move |socket| run_socket(Box::new((socket, s))))
 }
 
 /// Closes with `code`, then waits briefly for the client's Close (the
@@ -489,15 +491,25 @@ async fn authenticate(
     }
 }
 
-async fn run_socket(mut socket: WebSocket, s: AppState) {
-    let Some((caller, cursor, reference)) = authenticate(&mut socket, &s).await else {
+/// Serves one stream until it ends. Every connection's task holds this
+/// future for the connection's life, so it is kept small: the socket and
+/// state come boxed (an async fn keeps its arguments besides the locals
+/// they move into; the box is freed at once), and the calls whose futures
+/// are large and short-lived (authentication, commands, closing) are
+/// boxed where they are awaited.
+async fn run_socket(args: Box<(WebSocket, AppState)>) {
+    let (mut socket, s) = {
+        let args = args;
+        *args
+    };
+    let Some((caller, cursor, reference)) = Box::pin(authenticate(&mut socket, &s)).await else {
         return;
     };
-    let mut stream = match s.hub.open_stream(&caller, cursor).await {
+    let mut stream = match Box::pin(s.hub.open_stream(&caller, cursor)).await {
         Ok(st) => st,
         Err(e) => {
             tracing::warn!(error = %e, "opening a stream failed");
-            close_with(&mut socket, close::UNAVAILABLE, "unavailable").await;
+            Box::pin(close_with(&mut socket, close::UNAVAILABLE, "unavailable")).await;
             return;
         }
     };
@@ -512,7 +524,7 @@ async fn run_socket(mut socket: WebSocket, s: AppState) {
     if !send_text(&mut socket, frame_text(&hello)).await {
         return;
     }
-    if let Ok(snapshot) = s.hub.presence_snapshot(&caller).await {
+    if let Ok(snapshot) = Box::pin(s.hub.presence_snapshot(&caller)).await {
         for item in snapshot {
             if !send_text(&mut socket, encode_event(&Outbound::new(item)).to_string()).await {
                 return;
@@ -540,16 +552,16 @@ async fn run_socket(mut socket: WebSocket, s: AppState) {
                         s.hub.note_delivered(&caller, m);
                     }
                     if out.item == Item::SessionRevoked {
-                        close_with(&mut socket, close::SESSION_REVOKED, "session revoked").await;
+                        Box::pin(close_with(&mut socket, close::SESSION_REVOKED, "session revoked")).await;
                         break;
                     }
                 }
                 Err(StreamEnd::SlowConsumer) => {
-                    close_with(&mut socket, close::SLOW_CONSUMER, "too slow: resume from your cursor").await;
+                    Box::pin(close_with(&mut socket, close::SLOW_CONSUMER, "too slow: resume from your cursor")).await;
                     break;
                 }
                 Err(StreamEnd::Unavailable) => {
-                    close_with(&mut socket, close::UNAVAILABLE, "unavailable: resume later").await;
+                    Box::pin(close_with(&mut socket, close::UNAVAILABLE, "unavailable: resume later")).await;
                     break;
                 }
             },
@@ -564,7 +576,7 @@ async fn run_socket(mut socket: WebSocket, s: AppState) {
                             match parse_command(text.as_str()) {
                                 Ok(cmd) => {
                                     let reference = cmd.reference().map(str::to_owned);
-                                    reply(reference, execute(&s.hub, &caller, cmd, PresenceScope::Stream(&stream)).await)
+                                    reply(reference, Box::pin(execute(&s.hub, &caller, cmd, PresenceScope::Stream(&stream))).await)
                                 }
                                 Err((Some(reference), e)) => reply(Some(reference), Err(e)),
                                 Err((None, e)) => ServerFrame::Error { error: error_body(&e) },
@@ -587,7 +599,7 @@ async fn run_socket(mut socket: WebSocket, s: AppState) {
                             || e.to_string().to_ascii_lowercase().contains("too big")
                             || e.to_string().to_ascii_lowercase().contains("capacity");
                         if too_big {
-                            close_with(&mut socket, close::TOO_BIG, "frame too large").await;
+                            Box::pin(close_with(&mut socket, close::TOO_BIG, "frame too large")).await;
                         }
                         break;
                     }
@@ -595,16 +607,16 @@ async fn run_socket(mut socket: WebSocket, s: AppState) {
             },
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > idle_limit {
-                    close_with(&mut socket, close::IDLE_TIMEOUT, "idle").await;
+                    Box::pin(close_with(&mut socket, close::IDLE_TIMEOUT, "idle")).await;
                     break;
                 }
                 // A revocation by another process or node (an
                 // administrator, a password change elsewhere) reaches
                 // this connection at the next heartbeat.
-                if let Ok(false) = s.hub.session_valid(&caller).await {
+                if let Ok(false) = Box::pin(s.hub.session_valid(&caller)).await {
                     let revoked = encode_event(&Outbound::new(Item::SessionRevoked));
                     let _ = send_text(&mut socket, revoked.to_string()).await;
-                    close_with(&mut socket, close::SESSION_REVOKED, "session revoked").await;
+                    Box::pin(close_with(&mut socket, close::SESSION_REVOKED, "session revoked")).await;
                     break;
                 }
                 if socket.send(WsMessage::Ping(Default::default())).await.is_err() {
@@ -612,7 +624,7 @@ async fn run_socket(mut socket: WebSocket, s: AppState) {
                 }
             },
             _ = shutdown.changed() => {
-                close_with(&mut socket, close::GOING_AWAY, "server shutting down").await;
+                Box::pin(close_with(&mut socket, close::GOING_AWAY, "server shutting down")).await;
                 break;
             }
         }

@@ -3,23 +3,25 @@
 //! on the direct-TLS port (XEP-0368).
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use minidom::Element;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
 use crate::error::StreamError;
 use crate::session::{Out, Session, Transport};
-use crate::xml::{Limits, StreamParser, write_into};
+use crate::xml::{Input, Limits, StreamParser, write_into};
 use crate::{Xmpp, ns};
 
-/// Bytes read per system call. Small, because every idle connection
-/// keeps its buffer; a large stanza simply takes several reads.
-const READ_BUFFER: usize = 4096;
+/// Bytes read per system call, into a buffer on the stack of the polling
+/// thread: the bytes go to the parser in the same poll, so a connection
+/// keeps no read buffer of its own while it idles.
+const READ_BUFFER: usize = 16 * 1024;
 /// Most queued items turned into stanzas for one write.
 const BATCH: usize = 64;
 
@@ -66,7 +68,12 @@ impl Xmpp {
             let Some(acceptor) = &x.tls else {
                 return;
             };
-            match tokio::time::timeout(x.config.auth_timeout, acceptor.accept(tcp)).await {
+            match Box::pin(tokio::time::timeout(
+                x.config.auth_timeout,
+                acceptor.accept(tcp),
+            ))
+            .await
+            {
                 Ok(Ok(tls)) => {
                     session.channel_binding = tls_exporter(&tls);
                     Conn::Tls(Box::new(tls))
@@ -76,7 +83,7 @@ impl Xmpp {
         } else {
             Conn::Plain(tcp)
         };
-        run(session, conn).await;
+        run(Box::new(session), conn).await;
     }
 }
 
@@ -179,7 +186,14 @@ pub(crate) fn write_element(buf: &mut String, e: &Element) {
     }
 }
 
-async fn run(mut session: Session, mut conn: Conn) {
+/// The session comes boxed: an async fn keeps its arguments besides the
+/// locals they move into, and a session inline would be held twice by
+/// every connection's task. (The box is freed at once, in the block.)
+async fn run(session: Box<Session>, mut conn: Conn) {
+    let mut session = {
+        let session = session;
+        *session
+    };
     let x = session.x.clone();
     let limits = Limits {
         max_stanza: x.config.max_stanza_bytes,
@@ -187,7 +201,6 @@ async fn run(mut session: Session, mut conn: Conn) {
     };
     let domain = x.config.domain.clone();
     let mut parser = StreamParser::new(limits);
-    let mut buf = vec![0u8; READ_BUFFER];
     let mut shutdown = x.shutdown.clone();
     let auth_deadline = tokio::time::Instant::now() + x.config.auth_timeout;
     let mut writer = Writer::default();
@@ -195,20 +208,19 @@ async fn run(mut session: Session, mut conn: Conn) {
     let mut inputs = Vec::new();
     'conn: loop {
         tokio::select! {
-            read = conn.read(&mut buf) => {
-                let n = match read {
-                    Ok(0) | Err(_) => break 'conn,
-                    Ok(n) => n,
-                };
-                if let Err(e) = parser.feed(&buf[..n], &mut inputs) {
+            fed = read_into(&mut conn, &mut parser, &mut inputs) => {
+                let Some(fed) = fed else { break 'conn };
+                // Handling is boxed: its future is large and short-lived,
+                // and inline it would size every connection's task.
+                if let Err(e) = fed {
                     // Handle what came before the bad bytes, then fail.
-                    for input in inputs.drain(..) {
-                        session.handle(input, &mut out).await;
+                    for input in std::mem::take(&mut inputs) {
+                        Box::pin(session.handle(input, &mut out)).await;
                     }
                     out.push(Out::Close(Some(e)));
                 }
-                for input in inputs.drain(..) {
-                    session.handle(input, &mut out).await;
+                for input in std::mem::take(&mut inputs) {
+                    Box::pin(session.handle(input, &mut out)).await;
                     // After these, bytes already read belong to an old
                     // stream: discard them (no plaintext injection across
                     // STARTTLS, RFC 6120 5.3.3).
@@ -216,9 +228,8 @@ async fn run(mut session: Session, mut conn: Conn) {
                         break;
                     }
                 }
-                inputs.clear();
             }
-            push = session.next_push() => session.on_push(push, &mut out).await,
+            push = session.next_push() => Box::pin(session.on_push(push, &mut out)).await,
             _ = tokio::time::sleep_until(auth_deadline), if !session.authenticated() => {
                 out.push(Out::Close(Some(StreamError::connection_timeout("authenticate sooner"))));
             }
@@ -236,11 +247,13 @@ async fn run(mut session: Session, mut conn: Conn) {
             let Some(push) = session.try_push() else {
                 break;
             };
-            session.on_push(push, &mut out).await;
+            // Boxed like the one above, to keep the task small.
+            Box::pin(session.on_push(push, &mut out)).await;
         }
         let mut end = false;
         let mut upgrade = false;
-        for o in out.drain(..) {
+        // Taken, not drained: an idle connection keeps no capacity.
+        for o in std::mem::take(&mut out) {
             match o {
                 Out::Open { id } => writer.header(&id, &domain),
                 Out::Element(e) => writer.element(&e),
@@ -262,7 +275,6 @@ async fn run(mut session: Session, mut conn: Conn) {
                 }
             }
         }
-        out.clear();
         if !writer.buf.is_empty() {
             let data = std::mem::take(&mut writer.buf);
             if conn.write_all(data.as_bytes()).await.is_err() {
@@ -278,7 +290,12 @@ async fn run(mut session: Session, mut conn: Conn) {
             let (Conn::Plain(tcp), Some(acceptor)) = (conn, x.tls.clone()) else {
                 return;
             };
-            match tokio::time::timeout(x.config.auth_timeout, acceptor.accept(tcp)).await {
+            match Box::pin(tokio::time::timeout(
+                x.config.auth_timeout,
+                acceptor.accept(tcp),
+            ))
+            .await
+            {
                 Ok(Ok(tls)) => {
                     session.channel_binding = tls_exporter(&tls);
                     conn = Conn::Tls(Box::new(tls));
@@ -305,4 +322,25 @@ fn tls_exporter(tls: &TlsStream<TcpStream>) -> Option<Box<[u8; 32]>> {
     conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None)
         .ok()
         .map(Box::new)
+}
+
+/// Waits until the connection has bytes, reads them into a buffer on the
+/// stack and feeds them to the parser within the same poll; `None` at the
+/// end of the connection. Cancel-safe: bytes are never read without being
+/// parsed.
+fn read_into<'a>(
+    conn: &'a mut Conn,
+    parser: &'a mut StreamParser,
+    inputs: &'a mut Vec<Input>,
+) -> impl Future<Output = Option<Result<(), StreamError>>> + 'a {
+    std::future::poll_fn(move |cx| {
+        let mut buf = [MaybeUninit::<u8>::uninit(); READ_BUFFER];
+        let mut read = ReadBuf::uninit(&mut buf);
+        match Pin::new(&mut *conn).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(None),
+            Poll::Ready(Ok(())) => Poll::Ready(Some(parser.feed(read.filled(), inputs))),
+        }
+    })
 }

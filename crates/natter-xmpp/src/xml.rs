@@ -8,6 +8,8 @@
 //! make the server buffer more than the limit), the nesting depth and the
 //! attributes per element.
 
+use std::collections::BTreeMap;
+
 use minidom::Element;
 use minidom::tree_builder::TreeBuilder;
 use rxml::error::EndOrError;
@@ -99,22 +101,45 @@ fn xml_error(e: rxml::Error, data: &[u8]) -> StreamError {
 
 /// The incremental parser of one XMPP stream over TCP. A stream restart
 /// (after STARTTLS or SASL) starts a new parser.
+///
+/// Between stanzas it holds as little as it can, because that is where
+/// an idle connection spends its life: the stream header is not kept as
+/// an element, only its namespace declarations (which every stanza sees
+/// in scope); a stanza's tree exists only while the stanza is being read;
+/// and the lexer's token buffers are released at every stanza boundary.
 pub struct StreamParser {
     raw: RawParser,
-    tree: TreeBuilder,
     limits: Limits,
+    /// The stream header, while it is being read.
+    header: Option<Box<Header>>,
+    /// Namespace declarations of the stream header: prefix (`None` for
+    /// the default namespace) and namespace name.
+    scope: Vec<(Option<String>, String)>,
+    /// The stanza being read; `None` between stanzas.
+    tree: Option<TreeBuilder>,
     /// Bytes received since the last complete stanza.
     pending: usize,
     attrs: usize,
     opened: bool,
 }
 
+/// What the parser keeps of a stream header until it is complete.
+#[derive(Default)]
+struct Header {
+    prefix: Option<String>,
+    name: String,
+    to: Option<String>,
+    version: Option<String>,
+}
+
 impl StreamParser {
     pub fn new(limits: Limits) -> Self {
         Self {
             raw: new_parser(&limits),
-            tree: TreeBuilder::new(),
             limits,
+            header: None,
+            scope: Vec::new(),
+            tree: None,
             pending: 0,
             attrs: 0,
             opened: false,
@@ -138,8 +163,14 @@ impl StreamParser {
             }
             let event = match parsed {
                 Ok(Some(ev)) => ev,
-                Ok(None) => return Ok(()),
-                Err(EndOrError::NeedMoreData) => return Ok(()),
+                Ok(None) | Err(EndOrError::NeedMoreData) => {
+                    if self.tree.is_none() {
+                        // Between stanzas: the lexer's buffers (one token's
+                        // worth) are not worth keeping while the stream idles.
+                        self.raw.release_temporaries();
+                    }
+                    return Ok(());
+                }
                 Err(EndOrError::Error(e)) => return Err(xml_error(e, all)),
             };
             self.event(event, out)?;
@@ -147,7 +178,6 @@ impl StreamParser {
     }
 
     fn event(&mut self, event: RawEvent, out: &mut Vec<Input>) -> Result<(), StreamError> {
-        let is_foot = matches!(event, RawEvent::ElementFoot(_));
         match &event {
             RawEvent::ElementHeadOpen(..) => self.attrs = 0,
             RawEvent::Attribute(..) => {
@@ -156,42 +186,87 @@ impl StreamParser {
                     return Err(StreamError::policy_violation("too many attributes"));
                 }
             }
-            // Whitespace between stanzas (keep-alives) is not kept.
-            RawEvent::Text(..) if self.tree.depth() <= 1 => {
-                self.pending = 0;
-                return Ok(());
-            }
             _ => {}
         }
-        if is_foot && self.tree.depth() == 1 {
-            out.push(Input::Close);
-            return Ok(());
-        }
-        let head_close = matches!(event, RawEvent::ElementHeadClose(_));
-        self.tree
-            .process_event(event)
-            .map_err(|e| StreamError::invalid_namespace(e.to_string()))?;
-        if self.tree.depth() > self.limits.max_depth + 1 {
-            return Err(StreamError::policy_violation("elements nested too deeply"));
-        }
-        if head_close && self.tree.depth() == 1 && !self.opened {
-            self.opened = true;
-            let root = self.tree.top().expect("the stream header was just opened");
-            if root.name() != "stream" || root.ns() != ns::STREAM {
-                return Err(StreamError::invalid_namespace(
-                    "the stream header must be <stream:stream> in http://etherx.jabber.org/streams",
-                ));
+        if let Some(tree) = &mut self.tree {
+            tree.process_event(event)
+                .map_err(|e| StreamError::invalid_namespace(e.to_string()))?;
+            if tree.depth() > self.limits.max_depth {
+                return Err(StreamError::policy_violation("elements nested too deeply"));
             }
-            out.push(Input::Open {
-                to: root.attr("to").map(str::to_owned),
-                version: root.attr("version").map(str::to_owned),
-            });
-            self.pending = 0;
-        } else if is_foot && self.tree.depth() == 1 {
-            if let Some(stanza) = self.tree.unshift_child() {
+            if tree.depth() == 0
+                && let Some(stanza) = tree.root.take()
+            {
+                self.tree = None;
+                self.pending = 0;
                 out.push(Input::Element(stanza));
             }
-            self.pending = 0;
+            return Ok(());
+        }
+        if !self.opened {
+            return self.header_event(event, out);
+        }
+        match event {
+            RawEvent::ElementHeadOpen(..) => {
+                // A stanza starts: the stream header's declarations are in
+                // scope, as if it were still the parent.
+                let scope: BTreeMap<Option<String>, String> = self.scope.iter().cloned().collect();
+                let mut tree = TreeBuilder::new()
+                    .with_prefixes_stack(vec![scope.into(), BTreeMap::new().into()]);
+                tree.process_event(event)
+                    .map_err(|e| StreamError::invalid_namespace(e.to_string()))?;
+                self.tree = Some(tree);
+            }
+            RawEvent::ElementFoot(..) => out.push(Input::Close),
+            // Whitespace between stanzas (keep-alives) is not kept.
+            _ => self.pending = 0,
+        }
+        Ok(())
+    }
+
+    /// An event of the stream header (`<stream:stream …>`).
+    fn header_event(&mut self, event: RawEvent, out: &mut Vec<Input>) -> Result<(), StreamError> {
+        match event {
+            RawEvent::ElementHeadOpen(_, (prefix, name)) => {
+                self.header = Some(Box::new(Header {
+                    prefix: prefix.map(|p| p.as_str().to_owned()),
+                    name: name.as_str().to_owned(),
+                    ..Header::default()
+                }));
+            }
+            RawEvent::Attribute(_, (prefix, name), value) => {
+                let header = self.header.get_or_insert_with(Box::default);
+                match (prefix.as_ref().map(|p| p.as_str()), name.as_str()) {
+                    (None, "xmlns") => self.scope.push((None, value)),
+                    (Some("xmlns"), p) => self.scope.push((Some(p.to_owned()), value)),
+                    (None, "to") => header.to = Some(value),
+                    (None, "version") => header.version = Some(value),
+                    _ => {}
+                }
+            }
+            RawEvent::ElementHeadClose(_) => {
+                let header = self.header.take().unwrap_or_default();
+                let namespace = self
+                    .scope
+                    .iter()
+                    .rev()
+                    .find(|(p, _)| *p == header.prefix)
+                    .map(|(_, ns)| ns.as_str());
+                if header.name != "stream" || namespace != Some(ns::STREAM) {
+                    return Err(StreamError::invalid_namespace(
+                        "the stream header must be <stream:stream> in http://etherx.jabber.org/streams",
+                    ));
+                }
+                self.scope.shrink_to_fit();
+                self.opened = true;
+                self.pending = 0;
+                out.push(Input::Open {
+                    to: header.to,
+                    version: header.version,
+                });
+            }
+            // The XML declaration; nothing else comes before the header.
+            _ => {}
         }
         Ok(())
     }
@@ -444,6 +519,21 @@ mod tests {
         );
         assert!(matches!(&out[2], Input::Element(p) if p.name() == "presence"));
         assert!(matches!(out[3], Input::Close));
+    }
+
+    #[test]
+    fn stanzas_see_the_declarations_of_the_stream_header() {
+        let header = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' xmlns:x='urn:x' to='example.org' version='1.0'>";
+        let out = feed_all(&[header, "<message><x:y/></message>", "<iq/>"]).unwrap();
+        let Input::Element(m) = &out[1] else {
+            panic!("{out:?}")
+        };
+        assert!(m.is("message", ns::CLIENT));
+        assert!(m.get_child("y", "urn:x").is_some(), "{m:?}");
+        // The header's declarations are in scope, not copied onto stanzas.
+        let text = to_string(m);
+        assert!(!text.contains("etherx"), "{text}");
+        assert!(matches!(&out[2], Input::Element(i) if i.is("iq", ns::CLIENT)));
     }
 
     #[test]
