@@ -10,13 +10,6 @@ use clap::{CommandFactory, Parser, Subcommand};
 use natter_server::{Config, Overrides};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc rather than the system allocator: every message allocates and
-/// frees many small blocks on several threads (the runtime's workers, the
-/// store's writer and readers), and glibc's malloc took about a seventh
-/// of the server's time under load (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "natter",
