@@ -397,6 +397,7 @@ DEFAULT_PLUGINS = [
     "xep_0359",  # stanza ids
     "xep_0054",  # vcard-temp
 ]
+PLUGIN_CONFIG = {"xep_0184": {"auto_request": True}}
 
 
 class Client(slixmpp.ClientXMPP):
@@ -409,7 +410,10 @@ class Client(slixmpp.ClientXMPP):
         self.natter = server
         self.tls_mode = tls
         for p in plugins if plugins is not None else DEFAULT_PLUGINS:
-            self.register_plugin(p)
+            # Ask for receipts on every chat message, as Conversations,
+            # Gajim and Dino do; the server sends receipts only to clients
+            # that ask (XEP-0184).
+            self.register_plugin(p, PLUGIN_CONFIG.get(p))
         if stream_management:
             self.register_plugin("xep_0198")
         # Connect exactly the way asked: STARTTLS on the c2s port, or TLS

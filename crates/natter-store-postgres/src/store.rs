@@ -1376,6 +1376,29 @@ impl Store for PgStore {
         self.move_marker(Marker::Delivered, id, user, seq).await
     }
 
+    /// One transaction, and so one commit to wait for, for the burst.
+    async fn mark_delivered_many(
+        &self,
+        marks: &[(ConversationId, UserId, i64)],
+    ) -> StoreResult<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn().await?;
+        let tx = begin(&mut c).await?;
+        for &(id, user, seq) in marks {
+            // No row: the marker does not move, or there is no such member
+            // any more; either way there is nothing to write.
+            if let Some(row) = query_opt(&tx, MOVE_DELIVERED, &[&id.0, &user.0, &seq]).await? {
+                let moved_to: i64 = get(&row, 0)?;
+                let name = rows::username(get(&row, 1)?)?;
+                let event = event_codec::delivered(&name, moved_to);
+                events::append(&tx, id, &event, events::clock()).await?;
+            }
+        }
+        commit(tx).await
+    }
+
     // --- events ---------------------------------------------------------
 
     async fn event_head(&self) -> StoreResult<EventPos> {
@@ -1494,12 +1517,6 @@ impl PgStore {
              WHERE c.id = $1 AND m.conversation_id = $1 AND m.user_id = $2 AND u.id = $2
                AND m.read_seq < LEAST($3, c.last_seq)
              RETURNING m.read_seq, u.username";
-        const MOVE_DELIVERED: &str = "UPDATE members m
-             SET delivered_seq = LEAST($3, c.last_seq)
-             FROM conversations c, users u
-             WHERE c.id = $1 AND m.conversation_id = $1 AND m.user_id = $2 AND u.id = $2
-               AND m.delivered_seq < LEAST($3, c.last_seq)
-             RETURNING m.delivered_seq, u.username";
         const READ: &str =
             "SELECT m.read_seq FROM members m WHERE m.conversation_id = $1 AND m.user_id = $2";
         const DELIVERED: &str =
@@ -1530,6 +1547,16 @@ impl PgStore {
         }
     }
 }
+
+/// Moves a member's delivered marker forward (clamped to the last message);
+/// returns the new marker and the member's name, or no row if it does not
+/// move or there is no such member.
+const MOVE_DELIVERED: &str = "UPDATE members m
+     SET delivered_seq = LEAST($3, c.last_seq)
+     FROM conversations c, users u
+     WHERE c.id = $1 AND m.conversation_id = $1 AND m.user_id = $2 AND u.id = $2
+       AND m.delivered_seq < LEAST($3, c.last_seq)
+     RETURNING m.delivered_seq, u.username";
 
 /// The answer to a `client_id` seen before: the original if it belongs to
 /// this conversation, `ClientIdReused` if not.

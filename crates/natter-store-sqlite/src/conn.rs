@@ -66,6 +66,20 @@ pub(crate) fn open_writer(path: &Path) -> StoreResult<Connection> {
     Ok(conn)
 }
 
+/// Opens the checkpointer's connection (see `checkpoint.rs`): it writes
+/// only the database file, copying pages from the log, never rows.
+pub(crate) fn open_checkpointer(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+    // `synchronous=FULL` from here: a checkpoint syncs the log before it
+    // copies and the database file before the log may be reused.
+    configure(&conn)?;
+    Ok(conn)
+}
+
 /// Opens a connection that only reads. It is opened read-write but set to
 /// `query_only`, so that it can still take part in WAL recovery and
 /// checkpoint-on-close like any other connection.

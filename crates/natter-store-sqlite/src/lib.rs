@@ -9,6 +9,9 @@
 //!   the WAL per group of batches, run by a second thread while the writer
 //!   goes on; a job's future resolves only after a sync that followed its
 //!   batch's `COMMIT`;
+//! - checkpoints (copying the WAL back into the database file) run on a
+//!   **checkpointer thread** with its own connection (`checkpoint.rs`),
+//!   not on the writer, which would stall every queued write meanwhile;
 //! - reads go to a **small pool of read connections** (`readers.rs`),
 //!   which in WAL mode run alongside the writer without blocking it;
 //! - the schema is applied by embedded migrations when the store opens
@@ -25,6 +28,7 @@
 
 mod accounts;
 mod blocks;
+mod checkpoint;
 mod codec;
 mod conn;
 mod conversations;
@@ -50,6 +54,7 @@ use natter_types::{
 };
 use rusqlite::Connection;
 
+use crate::checkpoint::Checkpointer;
 use crate::readers::Readers;
 use crate::writer::{Durability, DurableHead, Writer};
 
@@ -73,6 +78,8 @@ pub struct SqliteStore {
 struct Inner {
     // Dropped first: closing the writer joins its thread.
     writer: Writer,
+    // Then the checkpointer, which ends once the write connection is gone.
+    _checkpointer: Checkpointer,
     readers: Arc<Readers>,
     /// How far the event log may be read: see `writer.rs`.
     head: DurableHead,
@@ -130,6 +137,7 @@ impl SqliteStore {
                 )));
             }
         }
+        let checkpointer = Checkpointer::start(&mut write_conn, path)?;
         let head = DurableHead::new(events::head(&write_conn, i64::MAX)?.minor);
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
@@ -147,6 +155,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer,
+                _checkpointer: checkpointer,
                 readers,
                 head,
                 path: path.to_owned(),
@@ -461,6 +470,28 @@ impl Store for SqliteStore {
     async fn mark_delivered(&self, id: ConversationId, user: UserId, seq: i64) -> StoreResult<i64> {
         self.write(move |c| messages::mark(c, id, user, seq, messages::Marker::Delivered))
             .await
+    }
+
+    /// One writer job for the whole burst, rather than a job (a queue
+    /// hand-off, a savepoint and an answer) per marker.
+    async fn mark_delivered_many(
+        &self,
+        marks: &[(ConversationId, UserId, i64)],
+    ) -> StoreResult<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let marks = marks.to_vec();
+        self.write(move |c| {
+            for (id, user, seq) in marks {
+                match messages::mark(c, id, user, seq, messages::Marker::Delivered) {
+                    Ok(_) | Err(StoreError::NotMember | StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     // --- events ---------------------------------------------------------

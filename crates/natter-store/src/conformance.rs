@@ -1011,6 +1011,7 @@ macro_rules! conformance_tests {
             users sessions contacts direct_conversations groups append_and_dedupe
             concurrent_appends history edit_and_delete read_markers conversation_list
             event_log user_events tailing_under_concurrent_writes delivered_markers
+            delivered_markers_in_bulk
             presence_relations disabled_accounts rejoined_member_events blocking
             blocked_messages blocked_presence);
 
@@ -1386,6 +1387,62 @@ pub async fn delivered_markers(store: Arc<dyn Store>) {
         store.mark_delivered(ConversationId::new(), bob.id, 1).await,
         Err(StoreError::NotFound(_) | StoreError::NotMember)
     ));
+}
+
+pub async fn delivered_markers_in_bulk(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let carol = user(store, "carol").await;
+    let (ab, _) = store
+        .direct_conversation(alice.id, bob.id, now())
+        .await
+        .unwrap();
+    let (ac, _) = store
+        .direct_conversation(alice.id, carol.id, now())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        for c in [ab.id, ac.id] {
+            store
+                .append_message(new_message(c, alice.id, &format!("b{i}-{c}"), "x"))
+                .await
+                .unwrap();
+        }
+    }
+    let from = store.event_head().await.unwrap();
+    store
+        .mark_delivered_many(&[
+            (ab.id, bob.id, 2),
+            // clamped to the last message
+            (ac.id, carol.id, 9),
+            // not a member, and no such conversation: skipped
+            (ab.id, carol.id, 1),
+            (ConversationId::new(), bob.id, 1),
+            // backwards: no move, no event
+            (ab.id, bob.id, 1),
+        ])
+        .await
+        .unwrap();
+    let events = all_events(store, from).await;
+    let moves: Vec<_> = events
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::Delivered { user, seq } => (e.conversation_id, user.clone(), *seq),
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (ab.id, bob.username.clone(), 2),
+            (ac.id, carol.username.clone(), 3)
+        ]
+    );
+    // and the markers are where the events say, for the next single move
+    assert_eq!(store.mark_delivered(ab.id, bob.id, 1).await.unwrap(), 2);
+    assert_eq!(store.mark_delivered(ac.id, carol.id, 1).await.unwrap(), 3);
+    store.mark_delivered_many(&[]).await.unwrap();
 }
 
 pub async fn presence_relations(store: Arc<dyn Store>) {

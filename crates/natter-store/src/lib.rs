@@ -343,6 +343,27 @@ pub trait Store: Send + Sync + 'static {
     /// sender) raise the delivered marker to the read marker too, without a
     /// `Delivered` event, so `delivered_seq >= read_seq` always holds.
     async fn mark_delivered(&self, id: ConversationId, user: UserId, seq: i64) -> StoreResult<i64>;
+    /// Moves several delivered markers at once, each as `mark_delivered`
+    /// would: `(conversation, user, seq)`. Marks that no longer apply (the
+    /// user left, the conversation is gone) are skipped, not errors: they
+    /// were gathered a moment ago and the world moved on. A backend error
+    /// fails the call.
+    ///
+    /// Delivered markers come in bursts (every message delivered to a
+    /// device moves one), so a backend that can should write them in one
+    /// go; this default moves them one by one.
+    async fn mark_delivered_many(
+        &self,
+        marks: &[(ConversationId, UserId, i64)],
+    ) -> StoreResult<()> {
+        for &(id, user, seq) in marks {
+            match self.mark_delivered(id, user, seq).await {
+                Ok(_) | Err(StoreError::NotMember | StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 
     // --- events ---------------------------------------------------------
     //

@@ -44,6 +44,11 @@ pub(crate) struct Im {
     pub inactive: bool,
     /// XEP-0191: the client asked for the blocklist, so it gets pushes.
     pub blocklist_interest: bool,
+    /// XEP-0184: the client asked for receipts (a `<request/>` in a message
+    /// it sent), so the peer's delivered watermark comes back to it as
+    /// `<received/>`. A client that never asks gets none: receipts answer
+    /// requests, and unasked ones would cost a stanza per message.
+    wants_receipts: bool,
     /// Direct conversations by id, with the peer; `None` for groups.
     peers: HashMap<ConversationId, Option<Username>>,
     /// The direct conversation with each peer.
@@ -111,6 +116,7 @@ impl Im {
             carbons: false,
             inactive: false,
             blocklist_interest: false,
+            wants_receipts: false,
             peers: HashMap::new(),
             conversations: HashMap::new(),
             own_sent: VecDeque::new(),
@@ -147,6 +153,17 @@ impl Im {
                 recent.peer.pop_front();
             }
         }
+    }
+
+    /// Notes that the peer's delivered (or read) watermark reached `seq`.
+    fn reported(&mut self, conversation: ConversationId, seq: i64, read: bool) {
+        let reported = if read {
+            &mut self.reported_read
+        } else {
+            &mut self.reported_delivered
+        };
+        reported.insert(conversation, seq);
+        self.forget_reported(conversation);
     }
 
     /// Drops own messages that no watermark move can name any more: both
@@ -426,6 +443,8 @@ async fn message(s: &mut Session, e: &Element, _replies: &mut Replies) -> Handle
             .unwrap_or_else(|| {
                 ClientId::parse(&uuid::Uuid::now_v7().to_string()).expect("a UUID is a client id")
             });
+        let im = s.im.as_mut().expect("bound");
+        im.wants_receipts |= e.get_child("request", ns::RECEIPTS).is_some();
         if e.get_child("private", ns::CARBONS).is_some() {
             s.x.private_sent
                 .lock()
@@ -1333,6 +1352,13 @@ async fn receipts(
     if peer_of(s, conversation).await.as_ref() != Some(peer) {
         return;
     }
+    let im = s.im.as_mut().expect("bound");
+    if !read && !im.wants_receipts {
+        // Nothing to send, but the watermark still passed these messages:
+        // the cache of own messages need not keep them for it.
+        im.reported(conversation, seq, read);
+        return;
+    }
     let im = s.im.as_ref().expect("bound");
     let reported = if read {
         &im.reported_read
@@ -1396,14 +1422,9 @@ async fn receipts(
             stanzas.push((marker(el("received", ns::RECEIPTS).a("id", id)), None));
         }
     }
-    let im = s.im.as_mut().expect("bound");
-    let reported = if read {
-        &mut im.reported_read
-    } else {
-        &mut im.reported_delivered
-    };
-    reported.insert(conversation, seq);
-    im.forget_reported(conversation);
+    s.im.as_mut()
+        .expect("bound")
+        .reported(conversation, seq, read);
 }
 
 /// XEP-0280 with XEP-0333: the user read up to `seq` on another device

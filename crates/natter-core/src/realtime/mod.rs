@@ -380,8 +380,13 @@ impl Hub {
     }
 
     async fn write_delivered(self) {
-        // Coalescing window: a burst of messages costs one write per member.
-        const WINDOW: Duration = Duration::from_millis(50);
+        // Coalescing window: a burst of messages costs one store write for
+        // all of its markers, and a member's several messages in the window
+        // one marker move. Delivered ticks are not latency-critical; a
+        // fifth of a second is not noticed, and at thousands of messages a
+        // second it turns one durable write per message into a few a
+        // second.
+        const WINDOW: Duration = Duration::from_millis(200);
         loop {
             self.rt().delivered_wake.notified().await;
             tokio::time::sleep(WINDOW).await;
@@ -392,22 +397,21 @@ impl Hub {
                     .lock()
                     .expect("pending delivered"),
             );
-            let writes = batch.into_iter().map(|((conversation, user), seq)| {
-                let hub = self.clone();
-                async move {
-                    let small = hub
-                        .member_names(conversation)
-                        .await
-                        .is_some_and(|m| m.len() <= RECEIPT_BROADCAST_LIMIT);
-                    if !small {
-                        return;
-                    }
-                    if let Err(e) = hub.store().mark_delivered(conversation, user, seq).await {
-                        tracing::debug!(error = %e, "delivered marker not written");
-                    }
+            let mut marks = Vec::with_capacity(batch.len());
+            for ((conversation, user), seq) in batch {
+                // Large groups get no delivered receipts (see
+                // `RECEIPT_BROADCAST_LIMIT`); their membership is cached.
+                let small = self
+                    .member_names(conversation)
+                    .await
+                    .is_some_and(|m| m.len() <= RECEIPT_BROADCAST_LIMIT);
+                if small {
+                    marks.push((conversation, user, seq));
                 }
-            });
-            futures::future::join_all(writes).await;
+            }
+            if let Err(e) = self.store().mark_delivered_many(&marks).await {
+                tracing::debug!(error = %e, "delivered markers not written");
+            }
             self.wake_tailer();
         }
     }

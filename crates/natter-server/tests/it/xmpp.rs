@@ -7,6 +7,7 @@ use natter_testkit::stream::{Realtime, Transport};
 use natter_testkit::xmpp::{ALL, Element, Framing, XmppClient, body};
 use natter_testkit::{PASSWORD, TestServer};
 use serde_json::json;
+use std::time::Duration;
 
 const SID: &str = "urn:xmpp:sid:0";
 const RECEIPTS: &str = "urn:xmpp:receipts";
@@ -472,11 +473,17 @@ async fn receipts_and_markers_name_messages_sent_before_the_session_came_online(
     rest_alice.say(&conv, "early-2", "still before").await;
 
     let mut alice = XmppClient::online(&server, Framing::Tcp, "alice", PASSWORD).await;
-    // bob gets both as offline messages; writing them counts as delivery
-    let mut bob = XmppClient::online(&server, Framing::Tcp, "bob", PASSWORD).await;
-    bob.recv_where(|e| is_chat(e) && e.attr("id") == Some("early-2"))
+    // alice's client asks for receipts, as clients that support them do,
+    // in the first message it sends
+    alice
+        .send(&format!("<message xmlns='jabber:client' type='chat' to='bob@localhost' id='asks-1'><body>asking</body><request xmlns='{RECEIPTS}'/><markable xmlns='{MARKERS}'/></message>"))
         .await;
-    for id in ["early-1", "early-2"] {
+    // bob gets all three as offline messages; writing them counts as
+    // delivery
+    let mut bob = XmppClient::online(&server, Framing::Tcp, "bob", PASSWORD).await;
+    bob.recv_where(|e| is_chat(e) && e.attr("id") == Some("asks-1"))
+        .await;
+    for id in ["early-1", "early-2", "asks-1"] {
         alice
             .recv_where(|e| {
                 e.get_child("received", RECEIPTS)
@@ -531,7 +538,65 @@ async fn receipts_and_markers_name_messages_sent_before_the_session_came_online(
         .find(|m| m["username"] == "bob")
         .unwrap()
         .clone();
-    assert_eq!(bob_member["read_seq"], 3, "{bob_member}");
+    assert_eq!(bob_member["read_seq"], 4, "{bob_member}");
+}
+
+#[tokio::test]
+async fn receipts_go_only_to_clients_that_ask_for_them() {
+    // XEP-0184: a receipt answers a request. A client that never asked
+    // gets none, even though the core tracks delivery of every message.
+    let server = server().await;
+    let rest_alice = server.user("alice").await;
+    server.user("bob").await;
+    let conv = rest_alice.direct("bob").await;
+    let mut alice = XmppClient::online(&server, Framing::Tcp, "alice", PASSWORD).await;
+    let mut bob = XmppClient::online(&server, Framing::Tcp, "bob", PASSWORD).await;
+
+    alice
+        .send("<message xmlns='jabber:client' type='chat' to='bob@localhost' id='quiet-1'><body>no receipt wanted</body></message>")
+        .await;
+    bob.recv_where(|e| is_chat(e) && e.attr("id") == Some("quiet-1"))
+        .await;
+    // Wait until bob's delivered watermark passed it, so that the event
+    // that would have carried its receipt is behind us.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = rest_alice
+            .get(&format!("/api/v1/conversations/{conv}"))
+            .await;
+        let delivered = r.expect(200)["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["username"] == "bob")
+            .unwrap()["delivered_seq"]
+            .as_i64()
+            .unwrap();
+        if delivered >= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob's delivered watermark never moved"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Now alice's client asks: the next receipt it gets names that
+    // message, not the one before it.
+    alice
+        .send(&format!("<message xmlns='jabber:client' type='chat' to='bob@localhost' id='asks-2'><body>receipt please</body><request xmlns='{RECEIPTS}'/></message>"))
+        .await;
+    bob.recv_where(|e| is_chat(e) && e.attr("id") == Some("asks-2"))
+        .await;
+    let receipt = alice
+        .recv_where(|e| e.get_child("received", RECEIPTS).is_some())
+        .await;
+    assert_eq!(
+        receipt.get_child("received", RECEIPTS).unwrap().attr("id"),
+        Some("asks-2"),
+        "{receipt:?}"
+    );
 }
 
 #[tokio::test]
