@@ -168,11 +168,12 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs `f` in the writer thread, in the current batch's transaction
-    /// and its own savepoint; resolves after the transaction committed.
+    /// Runs `f` in the writer thread, in the current batch's transaction;
+    /// resolves after the transaction committed and was synced. `f` may
+    /// run twice, the first run rolled back (see `writer.rs`).
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
         T: Send + 'static,
     {
         self.inner.writer.write(f).await
@@ -483,7 +484,7 @@ impl Store for SqliteStore {
         }
         let marks = marks.to_vec();
         self.write(move |c| {
-            for (id, user, seq) in marks {
+            for &(id, user, seq) in &marks {
                 match messages::mark(c, id, user, seq, messages::Marker::Delivered) {
                     Ok(_) | Err(StoreError::NotMember | StoreError::NotFound(_)) => {}
                     Err(e) => return Err(e),
