@@ -262,6 +262,34 @@ mod tests {
     }
 
     /// The next item that is not a durable event.
+    /// The direct conversation of alice and bob (opened by bob), and a
+    /// group alice made with bob in it.
+    async fn direct_and_group(
+        hub: &Hub,
+        alice: &Caller,
+        bob: &Caller,
+    ) -> (ConversationId, ConversationId) {
+        let direct = hub
+            .direct_conversation(bob, &alice.user.username)
+            .await
+            .unwrap()
+            .details
+            .conversation
+            .id;
+        let group = hub
+            .create_group(
+                alice,
+                GroupTitle::parse("g").unwrap(),
+                vec![bob.user.username.clone()],
+            )
+            .await
+            .unwrap()
+            .details
+            .conversation
+            .id;
+        (direct, group)
+    }
+
     async fn next_ephemeral(stream: &mut Stream) -> Item {
         loop {
             let out: Result<_, StreamEnd> = stream.next().await;
@@ -320,20 +348,7 @@ mod tests {
         let hub = &w.hub;
         let alice = account(hub, "alice").await;
         let bob = account(hub, "bob").await;
-        let direct = hub
-            .direct_conversation(&bob, &name("alice"))
-            .await
-            .unwrap()
-            .details
-            .conversation
-            .id;
-        let group = hub
-            .create_group(&alice, GroupTitle::parse("g").unwrap(), vec![name("bob")])
-            .await
-            .unwrap()
-            .details
-            .conversation
-            .id;
+        let (direct, group) = direct_and_group(hub, &alice, &bob).await;
         send(hub, &bob, direct, "b1").await.unwrap();
 
         hub.block(&alice, &name("bob")).await.unwrap();
@@ -382,20 +397,7 @@ mod tests {
         hub.put_contact(&bob, &name("alice"), None, Default::default())
             .await
             .unwrap();
-        let direct = hub
-            .direct_conversation(&bob, &name("alice"))
-            .await
-            .unwrap()
-            .details
-            .conversation
-            .id;
-        let group = hub
-            .create_group(&alice, GroupTitle::parse("g").unwrap(), vec![name("bob")])
-            .await
-            .unwrap()
-            .details
-            .conversation
-            .id;
+        let (direct, group) = direct_and_group(hub, &alice, &bob).await;
         let mut a = hub.open_stream(&alice, None).await.unwrap();
         let mut b = hub.open_stream(&bob, None).await.unwrap();
         // Each sees the other come online (alice's own first for her).

@@ -523,20 +523,30 @@ fn sync(
 mod tests {
     use super::*;
 
-    fn writer() -> Writer {
+    /// A writer on an in-memory table `t`, syncing `wal` (if any) and
+    /// publishing `head` as `read_head` reads it after each commit.
+    fn writer_with(
+        wal: Option<PathBuf>,
+        head: &DurableHead,
+        read_head: fn(&Connection) -> StoreResult<i64>,
+    ) -> Writer {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL UNIQUE)")
             .unwrap();
         Writer::spawn(
             conn,
             Durability {
-                wal: None,
+                wal,
                 dir: None,
-                head: DurableHead::new(0),
-                read_head: |_| Ok(0),
+                head: head.clone(),
+                read_head,
             },
         )
         .unwrap()
+    }
+
+    fn writer() -> Writer {
+        writer_with(None, &DurableHead::new(0), |_| Ok(0))
     }
 
     fn insert(v: i64) -> impl Fn(&Connection) -> StoreResult<()> + Send + 'static {
@@ -636,23 +646,11 @@ mod tests {
 
     #[tokio::test]
     async fn answers_come_after_the_durable_head_moved() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL UNIQUE)")
-            .unwrap();
         let head = DurableHead::new(0);
-        let w = Writer::spawn(
-            conn,
-            Durability {
-                wal: None,
-                dir: None,
-                head: head.clone(),
-                read_head: |c| {
-                    c.query_row("SELECT coalesce(max(v), 0) FROM t", [], |r| r.get(0))
-                        .map_err(db_error)
-                },
-            },
-        )
-        .unwrap();
+        let w = writer_with(None, &head, |c| {
+            c.query_row("SELECT coalesce(max(v), 0) FROM t", [], |r| r.get(0))
+                .map_err(db_error)
+        });
         for v in [3, 7, 5] {
             w.write(insert(v)).await.unwrap();
             // the head as of this job's commit is published before it is
@@ -664,21 +662,9 @@ mod tests {
     #[tokio::test]
     async fn a_failed_sync_fails_the_job_and_every_later_one() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL UNIQUE)")
-            .unwrap();
         let head = DurableHead::new(0);
-        let w = Writer::spawn(
-            conn,
-            Durability {
-                // no such file: the sync fails the way a broken disk would
-                wal: Some(dir.path().join("missing-wal")),
-                dir: None,
-                head: head.clone(),
-                read_head: |_| Ok(1),
-            },
-        )
-        .unwrap();
+        // no such file: the sync fails the way a broken disk would
+        let w = writer_with(Some(dir.path().join("missing-wal")), &head, |_| Ok(1));
         assert!(
             matches!(w.write(insert(1)).await, Err(StoreError::Backend(m)) if m.contains("missing-wal"))
         );

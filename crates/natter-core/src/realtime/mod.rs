@@ -316,22 +316,29 @@ impl Hub {
             Some(names) => names,
             None => return,
         };
-        let recipients = match &event.kind {
+        metrics::counter!("natter_events_dispatched_total").increment(1);
+        let out = Outbound::new(Item::Event(event));
+        let Item::Event(event) = &out.item else {
+            unreachable!("just built as an event")
+        };
+        // The cached member list itself in the common case: no copy of the
+        // names per event.
+        let extended;
+        let recipients: &[Username] = match &event.kind {
             EventKind::MemberRemoved { user } => {
                 let mut r = names.as_ref().clone();
                 r.push(user.clone());
-                r
+                extended = r;
+                &extended
             }
             EventKind::Read { user, .. } | EventKind::Delivered { user, .. }
                 if names.len() > RECEIPT_BROADCAST_LIMIT =>
             {
-                vec![user.clone()]
+                std::slice::from_ref(user)
             }
-            _ => names.as_ref().clone(),
+            _ => &names,
         };
-        metrics::counter!("natter_events_dispatched_total").increment(1);
-        let out = Outbound::new(Item::Event(event));
-        self.rt().registry.send_to_names(&recipients, &out, None);
+        self.rt().registry.send_to_names(recipients, &out, None);
     }
 
     /// The member usernames of a conversation, cached.
