@@ -5,13 +5,13 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use minidom::Element;
+use natter_core::queue;
 use natter_core::realtime::{Item, Outbound, PresenceStatus, Stream, StreamEnd};
 use natter_core::{Caller, CoreError};
 use natter_types::{
     ClientId, ContactGroups, ContactName, ConversationId, ConversationKind, DisplayName, EventKind,
     Message, MessageId, Password, Timestamp, Username,
 };
-use tokio::sync::mpsc;
 
 use crate::error::{StanzaError, StreamError};
 use crate::ns;
@@ -35,7 +35,7 @@ pub(crate) struct Im {
     pub caller: Caller,
     pub bare: String,
     pub full: String,
-    pub routed: mpsc::Receiver<Box<Element>>,
+    pub routed: queue::Receiver<Box<Element>>,
     /// The hub stream, open while the resource is available (RFC 6121:
     /// only available resources receive messages to the bare JID).
     pub live: Option<Stream>,
@@ -100,7 +100,7 @@ impl Im {
         caller: Caller,
         bare: String,
         full: String,
-        routed: mpsc::Receiver<Box<Element>>,
+        routed: queue::Receiver<Box<Element>>,
     ) -> Self {
         Self {
             caller,
