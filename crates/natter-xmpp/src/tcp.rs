@@ -35,7 +35,17 @@ impl Xmpp {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         let x = self.clone();
-                        tokio::spawn(async move { x.connection(tcp, peer, direct_tls).await });
+                        tokio::spawn(async move {
+                            // Setting up is boxed: its future (the TLS
+                            // handshake, the refusal) is short-lived, and
+                            // inline it sized the connection's task for as
+                            // long as it lived (7.6 KiB against 3.2 KiB).
+                            if let Some((session, conn)) =
+                                Box::pin(x.connect(tcp, peer, direct_tls)).await
+                            {
+                                run(session, conn).await;
+                            }
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accepting an XMPP connection failed");
@@ -47,7 +57,14 @@ impl Xmpp {
         }
     }
 
-    async fn connection(self, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    /// A new connection's session, after the TLS handshake on the
+    /// direct-TLS port; `None` if it ends before that.
+    async fn connect(
+        self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        direct_tls: bool,
+    ) -> Option<(Box<Session>, Conn)> {
         let _ = tcp.set_nodelay(true);
         let x = self.inner.clone();
         let Some(mut session) =
@@ -62,12 +79,10 @@ impl Xmpp {
                 &x.config.domain,
             );
             let _ = tcp.write_all(w.buf.as_bytes()).await;
-            return;
+            return None;
         };
         let conn = if direct_tls {
-            let Some(acceptor) = &x.tls else {
-                return;
-            };
+            let acceptor = x.tls.as_ref()?;
             match Box::pin(tokio::time::timeout(
                 x.config.auth_timeout,
                 acceptor.accept(tcp),
@@ -78,12 +93,12 @@ impl Xmpp {
                     session.channel_binding = tls_exporter(&tls);
                     Conn::Tls(Box::new(tls))
                 }
-                _ => return,
+                _ => return None,
             }
         } else {
             Conn::Plain(tcp)
         };
-        run(Box::new(session), conn).await;
+        Some((Box::new(session), conn))
     }
 }
 
