@@ -3,6 +3,7 @@
 //! translated back into stanzas.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::LazyLock;
 
 use minidom::Element;
 use natter_core::queue;
@@ -44,6 +45,15 @@ pub(crate) struct Im {
     pub inactive: bool,
     /// XEP-0191: the client asked for the blocklist, so it gets pushes.
     pub blocklist_interest: bool,
+    /// Allocated when the session first has something to remember: an idle
+    /// session (or one that never chats) keeps none of these maps, which
+    /// are about 0.4 KiB even empty.
+    known: Option<Box<Known>>,
+}
+
+/// What a session remembers about its conversations, to spare store reads.
+#[derive(Default)]
+struct Known {
     /// Direct conversations by id, with the peer; `None` for groups.
     peers: HashMap<ConversationId, Option<Username>>,
     /// The direct conversation with each peer.
@@ -111,22 +121,26 @@ impl Im {
             carbons: false,
             inactive: false,
             blocklist_interest: false,
-            peers: HashMap::new(),
-            conversations: HashMap::new(),
-            own_sent: VecDeque::new(),
-            own_sent_set: HashSet::new(),
-            offline_max: HashMap::new(),
-            reported_delivered: HashMap::new(),
-            reported_read: HashMap::new(),
-            marked_read: HashMap::new(),
-            recent: HashMap::new(),
+            known: None,
         }
+    }
+
+    /// What the session remembers; empty maps if nothing yet.
+    fn known(&self) -> &Known {
+        static NOTHING: LazyLock<Known> = LazyLock::new(Known::default);
+        self.known.as_deref().unwrap_or(&NOTHING)
+    }
+
+    /// What the session remembers, to add to it.
+    fn known_mut(&mut self) -> &mut Known {
+        self.known.get_or_insert_default()
     }
 
     /// Notes a message of a direct conversation that came on the live
     /// stream (`sent_by_me`: the user's own, from any of its resources).
     fn saw_message(&mut self, m: &Message, sent_by_me: bool) {
         let recent = self
+            .known_mut()
             .recent
             .entry(m.conversation_id)
             .or_insert_with(|| Recent {
@@ -152,10 +166,13 @@ impl Im {
     /// Drops own messages that no watermark move can name any more: both
     /// watermarks passed them.
     fn forget_reported(&mut self, conversation: ConversationId) {
+        let Some(k) = self.known.as_deref_mut() else {
+            return;
+        };
         let (Some(delivered), Some(read), Some(recent)) = (
-            self.reported_delivered.get(&conversation),
-            self.reported_read.get(&conversation),
-            self.recent.get_mut(&conversation),
+            k.reported_delivered.get(&conversation),
+            k.reported_read.get(&conversation),
+            k.recent.get_mut(&conversation),
         ) else {
             return;
         };
@@ -170,16 +187,19 @@ impl Im {
     /// pass unseen until the next one starts.
     pub fn live_stopped(&mut self) {
         self.live = None;
-        self.recent.clear();
+        if let Some(k) = &mut self.known {
+            k.recent.clear();
+        }
     }
 
     fn remember_sent(&mut self, id: MessageId) {
-        if self.own_sent_set.insert(id) {
-            self.own_sent.push_back(id);
-            if self.own_sent.len() > OWN_SENT_KEEP
-                && let Some(old) = self.own_sent.pop_front()
+        let k = self.known_mut();
+        if k.own_sent_set.insert(id) {
+            k.own_sent.push_back(id);
+            if k.own_sent.len() > OWN_SENT_KEEP
+                && let Some(old) = k.own_sent.pop_front()
             {
-                self.own_sent_set.remove(&old);
+                k.own_sent_set.remove(&old);
             }
         }
     }
@@ -282,7 +302,7 @@ async fn direct_conversation(
     peer: &Username,
 ) -> Result<ConversationId, StanzaError> {
     let im = s.im.as_ref().expect("bound");
-    if let Some(id) = im.conversations.get(peer) {
+    if let Some(id) = im.known().conversations.get(peer) {
         return Ok(*id);
     }
     let created =
@@ -295,16 +315,16 @@ async fn direct_conversation(
                 e => e.into(),
             })?;
     let id = created.details.conversation.id;
-    let im = s.im.as_mut().expect("bound");
-    im.conversations.insert(peer.clone(), id);
-    im.peers.insert(id, Some(peer.clone()));
+    let known = s.im.as_mut().expect("bound").known_mut();
+    known.conversations.insert(peer.clone(), id);
+    known.peers.insert(id, Some(peer.clone()));
     Ok(id)
 }
 
 /// The peer of a direct conversation, `None` for a group.
 pub(crate) async fn peer_of(s: &mut Session, id: ConversationId) -> Option<Username> {
     let im = s.im.as_ref().expect("bound");
-    if let Some(p) = im.peers.get(&id) {
+    if let Some(p) = im.known().peers.get(&id) {
         return p.clone();
     }
     let details = s.x.hub.conversation(&im.caller, id).await.ok()?;
@@ -318,11 +338,11 @@ pub(crate) async fn peer_of(s: &mut Session, id: ConversationId) -> Option<Usern
                 .find(|u| u != me)
         })
         .flatten();
-    let im = s.im.as_mut().expect("bound");
+    let known = s.im.as_mut().expect("bound").known_mut();
     if let Some(p) = &peer {
-        im.conversations.insert(p.clone(), id);
+        known.conversations.insert(p.clone(), id);
     }
-    im.peers.insert(id, peer.clone());
+    known.peers.insert(id, peer.clone());
     peer
 }
 
@@ -388,6 +408,7 @@ async fn message(s: &mut Session, e: &Element, _replies: &mut Replies) -> Handle
                 let marked =
                     s.im.as_mut()
                         .expect("bound")
+                        .known_mut()
                         .marked_read
                         .entry(m.conversation_id)
                         .or_insert(0);
@@ -467,8 +488,8 @@ async fn peer_message(s: &Session, peer: &Username, id: Option<&str>) -> Option<
     let im = s.im.as_ref()?;
     // Usually one the live stream just brought: no store read.
     let uuid = uuid::Uuid::parse_str(id).ok();
-    if let Some(conversation) = im.conversations.get(peer)
-        && let Some(recent) = im.recent.get(conversation)
+    if let Some(conversation) = im.known().conversations.get(peer)
+        && let Some(recent) = im.known().recent.get(conversation)
         && let Some(m) = recent
             .peer
             .iter()
@@ -809,7 +830,11 @@ async fn offline_messages(s: &mut Session, replies: &mut Replies) {
         page.messages.retain(|m| m.seq > from);
         let peer = peer_of(s, id).await;
         for m in page.messages {
-            s.im.as_mut().expect("bound").offline_max.insert(id, m.seq);
+            s.im.as_mut()
+                .expect("bound")
+                .known_mut()
+                .offline_max
+                .insert(id, m.seq);
             if m.sender == caller.user.username || m.body.is_none() || peer.is_none() {
                 continue;
             }
@@ -1198,14 +1223,16 @@ pub(crate) async fn live(
                     if peer_of(s, conversation).await.is_none() {
                         // Not a direct conversation (or not known yet):
                         // what `recent` holds of it may have a gap now.
-                        s.im.as_mut().expect("bound").recent.remove(&conversation);
+                        if let Some(k) = &mut s.im.as_mut().expect("bound").known {
+                            k.recent.remove(&conversation);
+                        }
                         return Ok(());
                     }
                     s.im.as_mut().expect("bound").saw_message(m, m.sender == me);
                     let im = s.im.as_ref().expect("bound");
                     if m.sender == me {
                         if im.carbons
-                            && !im.own_sent_set.contains(&m.id)
+                            && !im.known().own_sent_set.contains(&m.id)
                             && !s
                                 .x
                                 .private_sent
@@ -1216,6 +1243,7 @@ pub(crate) async fn live(
                             stanzas.push((carbon_sent(s, m), None));
                         }
                     } else if im
+                        .known()
                         .offline_max
                         .get(&conversation)
                         .is_none_or(|max| m.seq > *max)
@@ -1335,9 +1363,9 @@ async fn receipts(
     }
     let im = s.im.as_ref().expect("bound");
     let reported = if read {
-        &im.reported_read
+        &im.known().reported_read
     } else {
-        &im.reported_delivered
+        &im.known().reported_delivered
     };
     let after = reported
         .get(&conversation)
@@ -1350,6 +1378,7 @@ async fn receipts(
     // The client ids of the user's messages the watermark passed: from
     // what the live stream brought, or else from history.
     let cached = im
+        .known()
         .recent
         .get(&conversation)
         .and_then(|r| r.own_between(after, seq))
@@ -1398,9 +1427,9 @@ async fn receipts(
     }
     let im = s.im.as_mut().expect("bound");
     let reported = if read {
-        &mut im.reported_read
+        &mut im.known_mut().reported_read
     } else {
-        &mut im.reported_delivered
+        &mut im.known_mut().reported_delivered
     };
     reported.insert(conversation, seq);
     im.forget_reported(conversation);
@@ -1416,7 +1445,13 @@ async fn own_read_carbon(
     stanzas: &mut Vec<(Element, Option<Message>)>,
 ) {
     let im = s.im.as_ref().expect("bound");
-    if !im.carbons || im.marked_read.get(&conversation).is_some_and(|m| *m >= seq) {
+    if !im.carbons
+        || im
+            .known()
+            .marked_read
+            .get(&conversation)
+            .is_some_and(|m| *m >= seq)
+    {
         return;
     }
     let Some(peer) = peer_of(s, conversation).await else {
@@ -1449,7 +1484,7 @@ async fn own_read_carbon(
 /// XEP-0280: a copy of a message the user sent from another device.
 fn carbon_sent(s: &Session, m: &Message) -> Element {
     let im = s.im.as_ref().expect("bound");
-    let peer = im.peers.get(&m.conversation_id).cloned().flatten();
+    let peer = im.known().peers.get(&m.conversation_id).cloned().flatten();
     let mut inner = el("message", ns::CLIENT)
         .a("type", "chat")
         .a("id", m.client_id.clone())
