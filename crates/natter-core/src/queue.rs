@@ -216,8 +216,12 @@ impl<T> Receiver<T> {
     }
 }
 
-/// Buffer capacity kept once the queue is empty again.
-const SHRINK_ABOVE: usize = 16;
+/// Buffer capacity kept once the queue is empty again: the smallest a
+/// `VecDeque` of pointers allocates, so that a session getting one item at
+/// a time does not allocate for each, while one that had a burst (the
+/// presences of its account's other resources at log-in) does not keep a
+/// buffer sized for it.
+const SHRINK_ABOVE: usize = 4;
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
