@@ -217,11 +217,17 @@ async fn run(session: Box<Session>, mut conn: Conn) {
     let domain = x.config.domain.clone();
     let mut parser = StreamParser::new(limits);
     let mut shutdown = x.shutdown.clone();
-    let auth_deadline = tokio::time::Instant::now() + x.config.auth_timeout;
+    // Boxed and dropped once authenticated: a timer is 112 bytes, and
+    // built inline in the select below it would size the task for its
+    // whole life.
+    let mut auth_timer = Some(Box::pin(tokio::time::sleep(x.config.auth_timeout)));
     let mut writer = Writer::default();
     let mut out = Vec::new();
     let mut inputs = Vec::new();
     'conn: loop {
+        if session.authenticated() {
+            auth_timer = None;
+        }
         tokio::select! {
             fed = read_into(&mut conn, &mut parser, &mut inputs) => {
                 let Some(fed) = fed else { break 'conn };
@@ -245,7 +251,7 @@ async fn run(session: Box<Session>, mut conn: Conn) {
                 }
             }
             push = session.next_push() => Box::pin(session.on_push(push, &mut out)).await,
-            _ = tokio::time::sleep_until(auth_deadline), if !session.authenticated() => {
+            _ = async { auth_timer.as_mut().expect("checked").await }, if auth_timer.is_some() => {
                 out.push(Out::Close(Some(StreamError::connection_timeout("authenticate sooner"))));
             }
             _ = crate::stopped(&mut shutdown) => {
