@@ -14,6 +14,7 @@ mod config;
 mod conversations;
 mod error;
 mod messages;
+pub mod queue;
 pub mod realtime;
 pub mod scram;
 mod throttle;

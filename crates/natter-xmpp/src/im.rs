@@ -3,15 +3,16 @@
 //! translated back into stanzas.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::LazyLock;
 
 use minidom::Element;
+use natter_core::queue;
 use natter_core::realtime::{Item, Outbound, PresenceStatus, Stream, StreamEnd};
 use natter_core::{Caller, CoreError};
 use natter_types::{
     ClientId, ContactGroups, ContactName, ConversationId, ConversationKind, DisplayName, EventKind,
     Message, MessageId, Password, Timestamp, Username,
 };
-use tokio::sync::mpsc;
 
 use crate::error::{StanzaError, StreamError};
 use crate::ns;
@@ -35,7 +36,7 @@ pub(crate) struct Im {
     pub caller: Caller,
     pub bare: String,
     pub full: String,
-    pub routed: mpsc::Receiver<Box<Element>>,
+    pub routed: queue::Receiver<Box<Element>>,
     /// The hub stream, open while the resource is available (RFC 6121:
     /// only available resources receive messages to the bare JID).
     pub live: Option<Stream>,
@@ -49,6 +50,15 @@ pub(crate) struct Im {
     /// `<received/>`. A client that never asks gets none: receipts answer
     /// requests, and unasked ones would cost a stanza per message.
     wants_receipts: bool,
+    /// Allocated when the session first has something to remember: an idle
+    /// session (or one that never chats) keeps none of these maps, which
+    /// are about 0.4 KiB even empty.
+    known: Option<Box<Known>>,
+}
+
+/// What a session remembers about its conversations, to spare store reads.
+#[derive(Default)]
+struct Known {
     /// Direct conversations by id, with the peer; `None` for groups.
     peers: HashMap<ConversationId, Option<Username>>,
     /// The direct conversation with each peer.
@@ -105,7 +115,7 @@ impl Im {
         caller: Caller,
         bare: String,
         full: String,
-        routed: mpsc::Receiver<Box<Element>>,
+        routed: queue::Receiver<Box<Element>>,
     ) -> Self {
         Self {
             caller,
@@ -117,22 +127,26 @@ impl Im {
             inactive: false,
             blocklist_interest: false,
             wants_receipts: false,
-            peers: HashMap::new(),
-            conversations: HashMap::new(),
-            own_sent: VecDeque::new(),
-            own_sent_set: HashSet::new(),
-            offline_max: HashMap::new(),
-            reported_delivered: HashMap::new(),
-            reported_read: HashMap::new(),
-            marked_read: HashMap::new(),
-            recent: HashMap::new(),
+            known: None,
         }
+    }
+
+    /// What the session remembers; empty maps if nothing yet.
+    fn known(&self) -> &Known {
+        static NOTHING: LazyLock<Known> = LazyLock::new(Known::default);
+        self.known.as_deref().unwrap_or(&NOTHING)
+    }
+
+    /// What the session remembers, to add to it.
+    fn known_mut(&mut self) -> &mut Known {
+        self.known.get_or_insert_default()
     }
 
     /// Notes a message of a direct conversation that came on the live
     /// stream (`sent_by_me`: the user's own, from any of its resources).
     fn saw_message(&mut self, m: &Message, sent_by_me: bool) {
         let recent = self
+            .known_mut()
             .recent
             .entry(m.conversation_id)
             .or_insert_with(|| Recent {
@@ -157,10 +171,11 @@ impl Im {
 
     /// Notes that the peer's delivered (or read) watermark reached `seq`.
     fn reported(&mut self, conversation: ConversationId, seq: i64, read: bool) {
+        let known = self.known_mut();
         let reported = if read {
-            &mut self.reported_read
+            &mut known.reported_read
         } else {
-            &mut self.reported_delivered
+            &mut known.reported_delivered
         };
         reported.insert(conversation, seq);
         self.forget_reported(conversation);
@@ -169,10 +184,13 @@ impl Im {
     /// Drops own messages that no watermark move can name any more: both
     /// watermarks passed them.
     fn forget_reported(&mut self, conversation: ConversationId) {
+        let Some(k) = self.known.as_deref_mut() else {
+            return;
+        };
         let (Some(delivered), Some(read), Some(recent)) = (
-            self.reported_delivered.get(&conversation),
-            self.reported_read.get(&conversation),
-            self.recent.get_mut(&conversation),
+            k.reported_delivered.get(&conversation),
+            k.reported_read.get(&conversation),
+            k.recent.get_mut(&conversation),
         ) else {
             return;
         };
@@ -187,16 +205,19 @@ impl Im {
     /// pass unseen until the next one starts.
     pub fn live_stopped(&mut self) {
         self.live = None;
-        self.recent.clear();
+        if let Some(k) = &mut self.known {
+            k.recent.clear();
+        }
     }
 
     fn remember_sent(&mut self, id: MessageId) {
-        if self.own_sent_set.insert(id) {
-            self.own_sent.push_back(id);
-            if self.own_sent.len() > OWN_SENT_KEEP
-                && let Some(old) = self.own_sent.pop_front()
+        let k = self.known_mut();
+        if k.own_sent_set.insert(id) {
+            k.own_sent.push_back(id);
+            if k.own_sent.len() > OWN_SENT_KEEP
+                && let Some(old) = k.own_sent.pop_front()
             {
-                self.own_sent_set.remove(&old);
+                k.own_sent_set.remove(&old);
             }
         }
     }
@@ -299,7 +320,7 @@ async fn direct_conversation(
     peer: &Username,
 ) -> Result<ConversationId, StanzaError> {
     let im = s.im.as_ref().expect("bound");
-    if let Some(id) = im.conversations.get(peer) {
+    if let Some(id) = im.known().conversations.get(peer) {
         return Ok(*id);
     }
     let created =
@@ -312,16 +333,16 @@ async fn direct_conversation(
                 e => e.into(),
             })?;
     let id = created.details.conversation.id;
-    let im = s.im.as_mut().expect("bound");
-    im.conversations.insert(peer.clone(), id);
-    im.peers.insert(id, Some(peer.clone()));
+    let known = s.im.as_mut().expect("bound").known_mut();
+    known.conversations.insert(peer.clone(), id);
+    known.peers.insert(id, Some(peer.clone()));
     Ok(id)
 }
 
 /// The peer of a direct conversation, `None` for a group.
 pub(crate) async fn peer_of(s: &mut Session, id: ConversationId) -> Option<Username> {
     let im = s.im.as_ref().expect("bound");
-    if let Some(p) = im.peers.get(&id) {
+    if let Some(p) = im.known().peers.get(&id) {
         return p.clone();
     }
     let details = s.x.hub.conversation(&im.caller, id).await.ok()?;
@@ -335,11 +356,11 @@ pub(crate) async fn peer_of(s: &mut Session, id: ConversationId) -> Option<Usern
                 .find(|u| u != me)
         })
         .flatten();
-    let im = s.im.as_mut().expect("bound");
+    let known = s.im.as_mut().expect("bound").known_mut();
     if let Some(p) = &peer {
-        im.conversations.insert(p.clone(), id);
+        known.conversations.insert(p.clone(), id);
     }
-    im.peers.insert(id, peer.clone());
+    known.peers.insert(id, peer.clone());
     peer
 }
 
@@ -405,6 +426,7 @@ async fn message(s: &mut Session, e: &Element, _replies: &mut Replies) -> Handle
                 let marked =
                     s.im.as_mut()
                         .expect("bound")
+                        .known_mut()
                         .marked_read
                         .entry(m.conversation_id)
                         .or_insert(0);
@@ -486,8 +508,8 @@ async fn peer_message(s: &Session, peer: &Username, id: Option<&str>) -> Option<
     let im = s.im.as_ref()?;
     // Usually one the live stream just brought: no store read.
     let uuid = uuid::Uuid::parse_str(id).ok();
-    if let Some(conversation) = im.conversations.get(peer)
-        && let Some(recent) = im.recent.get(conversation)
+    if let Some(conversation) = im.known().conversations.get(peer)
+        && let Some(recent) = im.known().recent.get(conversation)
         && let Some(m) = recent
             .peer
             .iter()
@@ -828,7 +850,11 @@ async fn offline_messages(s: &mut Session, replies: &mut Replies) {
         page.messages.retain(|m| m.seq > from);
         let peer = peer_of(s, id).await;
         for m in page.messages {
-            s.im.as_mut().expect("bound").offline_max.insert(id, m.seq);
+            s.im.as_mut()
+                .expect("bound")
+                .known_mut()
+                .offline_max
+                .insert(id, m.seq);
             if m.sender == caller.user.username || m.body.is_none() || peer.is_none() {
                 continue;
             }
@@ -1217,14 +1243,16 @@ pub(crate) async fn live(
                     if peer_of(s, conversation).await.is_none() {
                         // Not a direct conversation (or not known yet):
                         // what `recent` holds of it may have a gap now.
-                        s.im.as_mut().expect("bound").recent.remove(&conversation);
+                        if let Some(k) = &mut s.im.as_mut().expect("bound").known {
+                            k.recent.remove(&conversation);
+                        }
                         return Ok(());
                     }
                     s.im.as_mut().expect("bound").saw_message(m, m.sender == me);
                     let im = s.im.as_ref().expect("bound");
                     if m.sender == me {
                         if im.carbons
-                            && !im.own_sent_set.contains(&m.id)
+                            && !im.known().own_sent_set.contains(&m.id)
                             && !s
                                 .x
                                 .private_sent
@@ -1235,6 +1263,7 @@ pub(crate) async fn live(
                             stanzas.push((carbon_sent(s, m), None));
                         }
                     } else if im
+                        .known()
                         .offline_max
                         .get(&conversation)
                         .is_none_or(|max| m.seq > *max)
@@ -1361,9 +1390,9 @@ async fn receipts(
     }
     let im = s.im.as_ref().expect("bound");
     let reported = if read {
-        &im.reported_read
+        &im.known().reported_read
     } else {
-        &im.reported_delivered
+        &im.known().reported_delivered
     };
     let after = reported
         .get(&conversation)
@@ -1376,6 +1405,7 @@ async fn receipts(
     // The client ids of the user's messages the watermark passed: from
     // what the live stream brought, or else from history.
     let cached = im
+        .known()
         .recent
         .get(&conversation)
         .and_then(|r| r.own_between(after, seq))
@@ -1437,7 +1467,13 @@ async fn own_read_carbon(
     stanzas: &mut Vec<(Element, Option<Message>)>,
 ) {
     let im = s.im.as_ref().expect("bound");
-    if !im.carbons || im.marked_read.get(&conversation).is_some_and(|m| *m >= seq) {
+    if !im.carbons
+        || im
+            .known()
+            .marked_read
+            .get(&conversation)
+            .is_some_and(|m| *m >= seq)
+    {
         return;
     }
     let Some(peer) = peer_of(s, conversation).await else {
@@ -1470,7 +1506,7 @@ async fn own_read_carbon(
 /// XEP-0280: a copy of a message the user sent from another device.
 fn carbon_sent(s: &Session, m: &Message) -> Element {
     let im = s.im.as_ref().expect("bound");
-    let peer = im.peers.get(&m.conversation_id).cloned().flatten();
+    let peer = im.known().peers.get(&m.conversation_id).cloned().flatten();
     let mut inner = el("message", ns::CLIENT)
         .a("type", "chat")
         .a("id", m.client_id.clone())

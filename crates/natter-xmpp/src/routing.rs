@@ -3,8 +3,8 @@
 //! presence, roster pushes) and for the per-account session limit.
 
 use minidom::Element;
+use natter_core::queue;
 use natter_types::UserId;
-use tokio::sync::mpsc;
 
 use crate::Shared;
 
@@ -13,12 +13,11 @@ use crate::Shared;
 /// memory without bound.
 pub(crate) const ROUTED_QUEUE: usize = 256;
 
-/// Stanzas are boxed in the queue: a channel allocates its slots in
-/// blocks up front, and an idle connection should not pay for a block of
-/// whole elements.
+/// Stanzas are boxed in the queue so that its buffer, while one exists,
+/// holds pointers rather than whole elements.
 pub(crate) struct Resource {
     pub user: UserId,
-    pub tx: mpsc::Sender<Box<Element>>,
+    pub tx: queue::Sender<Box<Element>>,
 }
 
 impl Shared {
@@ -29,7 +28,7 @@ impl Shared {
         user: UserId,
         bare: &str,
         resource: &str,
-    ) -> Option<(String, mpsc::Receiver<Box<Element>>)> {
+    ) -> Option<(String, queue::Receiver<Box<Element>>)> {
         let mut map = self.resources.lock().expect("resources");
         let count = map.values().filter(|r| r.user == user).count();
         if count >= self.config.max_sessions_per_user {
@@ -41,7 +40,7 @@ impl Shared {
             // rather than end the other session.
             name = format!("{resource}.{}", short_id());
         }
-        let (tx, rx) = mpsc::channel(ROUTED_QUEUE);
+        let (tx, rx) = queue::bounded(ROUTED_QUEUE);
         map.insert(format!("{bare}/{name}"), Resource { user, tx });
         Some((name, rx))
     }

@@ -103,12 +103,15 @@ pub struct Session {
     pub(crate) ip: Option<IpAddr>,
     pub(crate) stream_id: String,
     pub(crate) caller: Option<Caller>,
-    scram: Option<ScramServer>,
+    /// Boxed, like `sm`: needed only during authentication, and inline it
+    /// would make every session larger for as long as it lives.
+    scram: Option<Box<ScramServer>>,
     /// The TLS connection's `tls-exporter` data, which SCRAM -PLUS binds
     /// the log-in to; dropped once authenticated.
     pub(crate) channel_binding: Option<Box<[u8; 32]>>,
     pub(crate) im: Option<Im>,
-    pub(crate) sm: Option<Sm>,
+    /// Boxed: many clients never enable stream management.
+    pub(crate) sm: Option<Box<Sm>>,
     unauth: Option<UnauthSlot>,
     /// Set when the session ends by the client's wish (no resumption).
     pub(crate) closed_cleanly: bool,
@@ -319,7 +322,7 @@ impl Session {
         match crate::sasl::step(self, e).await {
             crate::sasl::Step::Reply(reply) => out.push(Out::Element(reply)),
             crate::sasl::Step::Challenge(reply, server) => {
-                self.scram = Some(server);
+                self.scram = Some(Box::new(server));
                 out.push(Out::Element(reply));
             }
             crate::sasl::Step::Success(reply, caller) => {
@@ -342,7 +345,7 @@ impl Session {
     }
 
     pub(crate) fn take_scram(&mut self) -> Option<ScramServer> {
-        self.scram.take()
+        self.scram.take().map(|s| *s)
     }
 
     async fn stanza(&mut self, e: Element, out: &mut Vec<Out>) {
@@ -457,14 +460,14 @@ impl Session {
                 if let Some(id) = &id {
                     self.attach(id.clone());
                 }
-                self.sm = Some(Sm {
+                self.sm = Some(Box::new(Sm {
                     id,
                     inbound: 0,
                     outbound: 0,
                     unacked: VecDeque::new(),
                     last_request: 0,
                     request_at: None,
-                });
+                }));
                 out.push(Out::Element(reply));
             }
             "r" => {

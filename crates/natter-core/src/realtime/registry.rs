@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use natter_types::{SessionId, UserId, Username};
-use tokio::sync::mpsc;
 
 use super::{Item, Outbound, Revoked};
+use crate::queue;
 
 /// Shared between a registered slot and its receiving end.
 #[derive(Debug, Default)]
@@ -23,7 +23,7 @@ pub(crate) struct SlotState {
 struct Slot {
     id: u64,
     session: SessionId,
-    tx: mpsc::Sender<Arc<Outbound>>,
+    tx: queue::Sender<Arc<Outbound>>,
     state: Arc<SlotState>,
 }
 
@@ -42,7 +42,7 @@ pub(crate) struct Registry {
 /// The receiving end of a registration; unregisters when dropped.
 pub(crate) struct Subscription {
     pub id: u64,
-    pub rx: mpsc::Receiver<Arc<Outbound>>,
+    pub rx: queue::Receiver<Arc<Outbound>>,
     pub state: Arc<SlotState>,
 }
 
@@ -67,7 +67,7 @@ impl Registry {
         session: SessionId,
         catching_up: bool,
     ) -> Subscription {
-        let (tx, rx) = mpsc::channel(self.queue);
+        let (tx, rx) = queue::bounded(self.queue);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(SlotState::default());
         state.catching_up.store(catching_up, Ordering::SeqCst);
@@ -147,8 +147,8 @@ impl Registry {
         };
         slots.retain(|slot| match slot.tx.try_send(out.clone()) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::TrySendError::Closed(_)) => false,
+            Err(queue::TrySendError::Full(_)) => {
                 if slot.state.catching_up.load(Ordering::SeqCst) {
                     // The session reads the store until it is current;
                     // a durable item dropped here is read there.
