@@ -323,10 +323,14 @@ async fn scram_plus_binds_the_log_in_to_the_tls_connection() {
         assert_eq!(c.jid.as_deref(), Some("alice@localhost/plus"));
     }
 
+    // A SCRAM-SHA-256 log-in as alice on a fresh direct-TLS connection.
+    let attempt = async |binding| {
+        let mut c = XmppClient::connect_direct_tls(&server).await;
+        c.features().await;
+        c.scram_sha256("alice", PASSWORD, binding).await
+    };
     // the binding data of another channel: not-authorized
-    let mut c = XmppClient::connect_direct_tls(&server).await;
-    c.features().await;
-    let outcome = c.scram_sha256("alice", PASSWORD, Binding::Forged).await;
+    let outcome = attempt(Binding::Forged).await;
     assert_eq!(outcome.name(), "failure");
     assert!(
         outcome
@@ -334,13 +338,8 @@ async fn scram_plus_binds_the_log_in_to_the_tls_connection() {
             .is_some(),
         "{outcome:?}"
     );
-
     // `y` where -PLUS was offered means the offer was tampered with
-    let mut c = XmppClient::connect_direct_tls(&server).await;
-    c.features().await;
-    let outcome = c
-        .scram_sha256("alice", PASSWORD, Binding::Unsupported)
-        .await;
+    let outcome = attempt(Binding::Unsupported).await;
     assert_eq!(outcome.name(), "failure", "{outcome:?}");
 
     // plain SCRAM still works beside it
@@ -951,6 +950,13 @@ async fn request(c: &mut XmppClient, id: &str, xml: &str) -> Element {
     c.iq_reply(id).await
 }
 
+/// The blocklist as the server returns it to `c` (bare JIDs).
+async fn blocklist(c: &mut XmppClient, id: &str) -> Option<Vec<String>> {
+    let r = request(c, id, &format!("<blocklist xmlns='{BLOCKING}'/>")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    blocklist_jids(&r, "blocklist")
+}
+
 #[tokio::test]
 async fn blocklist_get_block_unblock_and_pushes_to_interested_resources() {
     let server = server().await;
@@ -975,9 +981,7 @@ async fn blocklist_get_block_unblock_and_pushes_to_interested_resources() {
 
     // both resources ask for the (empty) list and so become interested
     for c in [&mut phone, &mut laptop] {
-        let r = request(c, "l1", &format!("<blocklist xmlns='{BLOCKING}'/>")).await;
-        assert_eq!(r.attr("type"), Some("result"));
-        assert_eq!(blocklist_jids(&r, "blocklist"), Some(vec![]));
+        assert_eq!(blocklist(c, "l1").await, Some(vec![]));
     }
 
     // block: result to the requester, a push to each interested resource
@@ -1001,14 +1005,8 @@ async fn blocklist_get_block_unblock_and_pushes_to_interested_resources() {
         ))
         .await;
     }
-    let r = request(
-        &mut laptop,
-        "l2",
-        &format!("<blocklist xmlns='{BLOCKING}'/>"),
-    )
-    .await;
     assert_eq!(
-        blocklist_jids(&r, "blocklist"),
+        blocklist(&mut laptop, "l2").await,
         Some(vec!["bob@localhost".to_owned()])
     );
 
@@ -1029,14 +1027,8 @@ async fn blocklist_get_block_unblock_and_pushes_to_interested_resources() {
     )
     .await;
     assert_eq!(stanza_error(&r), Some("item-not-found"));
-    let r = request(
-        &mut phone,
-        "l3",
-        &format!("<blocklist xmlns='{BLOCKING}'/>"),
-    )
-    .await;
     assert_eq!(
-        blocklist_jids(&r, "blocklist"),
+        blocklist(&mut phone, "l3").await,
         Some(vec!["bob@localhost".to_owned()]),
         "a refused block changes nothing, not even its valid items"
     );
@@ -1067,13 +1059,7 @@ async fn blocklist_get_block_unblock_and_pushes_to_interested_resources() {
     laptop
         .recv_where(|e| is_push(e, "unblock") && blocklist_jids(e, "unblock") == Some(vec![]))
         .await;
-    let r = request(
-        &mut laptop,
-        "l4",
-        &format!("<blocklist xmlns='{BLOCKING}'/>"),
-    )
-    .await;
-    assert_eq!(blocklist_jids(&r, "blocklist"), Some(vec![]));
+    assert_eq!(blocklist(&mut laptop, "l4").await, Some(vec![]));
 }
 
 #[tokio::test]
@@ -1210,7 +1196,10 @@ async fn blocks_made_over_rest_hold_over_xmpp_and_the_other_way() {
     let list = rest_bob.get("/api/v1/blocks").await;
     assert_eq!(list.expect(200)["blocks"][0]["username"], "alice");
     // and bob's XMPP client, interested now, hears of a REST unblock
-    request(&mut bob, "l1", &format!("<blocklist xmlns='{BLOCKING}'/>")).await;
+    assert_eq!(
+        blocklist(&mut bob, "l1").await,
+        Some(vec!["alice@localhost".to_owned()])
+    );
     rest_bob.delete("/api/v1/blocks/alice").await.expect(204);
     let push = bob.recv_where(|e| is_push(e, "unblock")).await;
     assert_eq!(
