@@ -92,23 +92,30 @@ impl Drop for Checkpointer {
 }
 
 /// Runs on the writer thread after each commit, with the pages now in the
-/// log. `next` is the log size at which to wake the checkpointer again: a
-/// checkpoint per [`CHECKPOINT_AT`] new pages, as SQLite's own cadence, not
+/// log. `next` is the log size at which to checkpoint again: one
+/// checkpoint per [`CHECKPOINT_AT`] new pages, SQLite's own cadence, not
 /// one per commit (each costs two `fsync`s, and a page rewritten by every
-/// commit would be copied every time).
+/// commit would be copied every time). That holds for the writer's own
+/// checkpoints too: past [`WRITER_CHECKPOINT_AT`], a log that cannot
+/// restart (readers still on its pages) must not cost the writer a
+/// checkpoint per commit.
 fn after_commit(wal: &mut Wal, pages: c_int, next: &mut c_int, wake: &SyncSender<()>) {
     if pages < *next - CHECKPOINT_AT {
         // The log restarted from its beginning.
         *next = CHECKPOINT_AT;
     }
+    if pages < *next {
+        return;
+    }
+    *next = pages + CHECKPOINT_AT;
     if pages >= WRITER_CHECKPOINT_AT {
-        // A checkpoint that could not finish (a reader holds old pages)
-        // is retried after the next commit; the data is safe in the log.
+        // A checkpoint that could not finish (a reader holds old pages,
+        // the checkpointer is busy) is retried later; the data is safe in
+        // the log.
         if let Err(e) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
             tracing::debug!(error = %e, "writer checkpoint did not run");
         }
-    } else if pages >= *next {
-        *next = pages + CHECKPOINT_AT;
+    } else {
         match wake.try_send(()) {
             Ok(()) | Err(TrySendError::Full(())) => {}
             Err(TrySendError::Disconnected(())) => {

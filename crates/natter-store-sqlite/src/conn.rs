@@ -63,6 +63,11 @@ pub(crate) fn open_writer(path: &Path) -> StoreResult<Connection> {
     // The writer's page cache holds the hot B-tree pages (conversation rows,
     // index tails); 32 MiB, in KiB as the negative form means.
     conn.pragma_update(None, "cache_size", -32_768).db()?;
+    // Checkpoints run beside the writer (`checkpoint.rs`), so the log may
+    // grow past SQLite's usual 4 MiB; when it restarts, the file is cut
+    // back to 64 MiB rather than keeping its largest size on disk.
+    conn.pragma_update(None, "journal_size_limit", 64 << 20)
+        .db()?;
     Ok(conn)
 }
 
