@@ -203,3 +203,70 @@ async fn throughput_with_100_senders() {
         n as f64 / elapsed.as_secs_f64()
     );
 }
+
+/// The write connection does not checkpoint (SQLite's auto-checkpoint is
+/// replaced by a hook that wakes the checkpointer thread), so the database
+/// file grows only if that thread copies the log into it while writes go
+/// on. Without it, a few megabytes of messages would stay in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_log_is_checkpointed_beside_the_writer() {
+    let h = Sqlite::temp();
+    let store: Arc<dyn Store> = Arc::new(h.store());
+    let owner = user(&*store, "owner").await;
+    let mut senders = Vec::new();
+    for i in 0..20 {
+        senders.push(user(&*store, &format!("c{i}")).await);
+    }
+    let conv = group(&*store, &owner, &senders).await;
+    let file_size = || std::fs::metadata(&h.path).unwrap().len();
+    let before = file_size();
+
+    // 2,000 messages of 2 KB: about 4 MB of rows, well over the 1,000
+    // log pages (4 MB) that wake the checkpointer
+    let body = "x".repeat(2_000);
+    let mut handles = Vec::new();
+    for (t, sender) in senders.iter().enumerate() {
+        let (store, conv, sender, body) =
+            (store.clone(), conv.clone(), sender.clone(), body.clone());
+        handles.push(tokio::spawn(async move {
+            for i in 0..100 {
+                store
+                    .append_message(natter_store::conformance::new_message(
+                        conv.id,
+                        sender.id,
+                        &format!("k{t}-{i}"),
+                        &body,
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while file_size() < before + (2 << 20) {
+        assert!(
+            Instant::now() < deadline,
+            "the database file stayed at {} bytes (from {before}): nothing was checkpointed",
+            file_size()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // and what was copied reads back whole
+    let page = store
+        .messages(
+            conv.id,
+            HistoryQuery {
+                before: None,
+                after: None,
+                limit: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page[0].seq, 2_000);
+    assert_eq!(page[0].body.as_deref(), Some(body.as_str()));
+}
