@@ -814,6 +814,9 @@ async fn become_available(
 async fn offline_messages(s: &mut Session, replies: &mut Replies) {
     let caller = s.im.as_ref().expect("bound").caller.clone();
     let hub = s.x.hub.clone();
+    // What reached a device of the user a moment ago may still wait in
+    // the hub's coalescing of delivered markers: it must not come again.
+    hub.flush_delivered(caller.user.id).await;
     let Ok(list) = hub
         .conversations(&caller, None, OFFLINE_CONVERSATIONS)
         .await

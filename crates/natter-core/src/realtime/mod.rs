@@ -392,7 +392,8 @@ impl Hub {
         // one marker move. Delivered ticks are not latency-critical; a
         // fifth of a second is not noticed, and at thousands of messages a
         // second it turns one durable write per message into a few a
-        // second.
+        // second. Whoever decides by the stored markers flushes a user's
+        // pending ones first (`flush_delivered`).
         const WINDOW: Duration = Duration::from_millis(200);
         loop {
             self.rt().delivered_wake.notified().await;
@@ -404,23 +405,46 @@ impl Hub {
                     .lock()
                     .expect("pending delivered"),
             );
-            let mut marks = Vec::with_capacity(batch.len());
-            for ((conversation, user), seq) in batch {
-                // Large groups get no delivered receipts (see
-                // `RECEIPT_BROADCAST_LIMIT`); their membership is cached.
-                let small = self
-                    .member_names(conversation)
-                    .await
-                    .is_some_and(|m| m.len() <= RECEIPT_BROADCAST_LIMIT);
-                if small {
-                    marks.push((conversation, user, seq));
-                }
-            }
-            if let Err(e) = self.store().mark_delivered_many(&marks).await {
-                tracing::debug!(error = %e, "delivered markers not written");
-            }
-            self.wake_tailer();
+            self.write_marks(batch).await;
         }
+    }
+
+    /// Writes now the delivered markers of `user` that wait for the
+    /// coalescing window, so that what is read next sees them. XMPP's
+    /// offline delivery at log-in resends what reached none of the user's
+    /// devices by the stored markers: without this, a message a device got
+    /// a moment ago would come again to the next one.
+    pub async fn flush_delivered(&self, user: UserId) {
+        let mine: HashMap<_, _> = {
+            let mut pending = self
+                .rt()
+                .pending_delivered
+                .lock()
+                .expect("pending delivered");
+            pending.extract_if(|(_, u), _| *u == user).collect()
+        };
+        if !mine.is_empty() {
+            self.write_marks(mine).await;
+        }
+    }
+
+    async fn write_marks(&self, batch: HashMap<(ConversationId, UserId), i64>) {
+        let mut marks = Vec::with_capacity(batch.len());
+        for ((conversation, user), seq) in batch {
+            // Large groups get no delivered receipts (see
+            // `RECEIPT_BROADCAST_LIMIT`); their membership is cached.
+            let small = self
+                .member_names(conversation)
+                .await
+                .is_some_and(|m| m.len() <= RECEIPT_BROADCAST_LIMIT);
+            if small {
+                marks.push((conversation, user, seq));
+            }
+        }
+        if let Err(e) = self.store().mark_delivered_many(&marks).await {
+            tracing::debug!(error = %e, "delivered markers not written");
+        }
+        self.wake_tailer();
     }
 
     async fn sweep(self) {

@@ -541,6 +541,39 @@ async fn receipts_and_markers_name_messages_sent_before_the_session_came_online(
 }
 
 #[tokio::test]
+async fn a_message_one_device_just_got_is_not_offline_for_the_next() {
+    // The hub writes delivered markers a moment after delivery (it gathers
+    // them); a device that comes online meanwhile must not get the message
+    // again as an offline message.
+    let server = server().await;
+    let rest_bob = server.user("bob").await;
+    server.user("alice").await;
+    let conv = rest_bob.direct("alice").await;
+    let mut phone = XmppClient::online(&server, Framing::Tcp, "alice", PASSWORD).await;
+    rest_bob.say(&conv, "m-1", "just now").await;
+    phone
+        .recv_where(|e| is_chat(e) && e.attr("id") == Some("m-1"))
+        .await;
+
+    let mut laptop = XmppClient::online(&server, Framing::Tcp, "alice", PASSWORD).await;
+    // Offline messages answer the initial presence, so they come before
+    // the reply to a ping sent after it.
+    laptop
+        .send("<iq xmlns='jabber:client' type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    loop {
+        let e = laptop.recv().await;
+        assert!(
+            !is_chat(&e),
+            "an offline copy of a delivered message: {e:?}"
+        );
+        if e.name() == "iq" && e.attr("id") == Some("p1") {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
 async fn receipts_go_only_to_clients_that_ask_for_them() {
     // XEP-0184: a receipt answers a request. A client that never asked
     // gets none, even though the core tracks delivery of every message.
