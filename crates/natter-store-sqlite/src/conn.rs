@@ -39,16 +39,10 @@ const STATEMENT_CACHE: usize = 128;
 /// Opens the connection that writes. It creates the file and switches the
 /// database to WAL (a persistent setting of the file).
 pub(crate) fn open_writer(path: &Path) -> StoreResult<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
-    // Settings first: the busy timeout must be in force before switching
-    // to WAL, which needs a moment of exclusive access to the file.
-    configure(&conn)?;
+    // Settings first (in `open`): the busy timeout must be in force before
+    // switching to WAL, which needs a moment of exclusive access to the
+    // file.
+    let conn = open(path, OpenFlags::SQLITE_OPEN_CREATE)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .db()?;
@@ -74,27 +68,16 @@ pub(crate) fn open_writer(path: &Path) -> StoreResult<Connection> {
 /// Opens the checkpointer's connection (see `checkpoint.rs`): it writes
 /// only the database file, copying pages from the log, never rows.
 pub(crate) fn open_checkpointer(path: &Path) -> StoreResult<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
-    // `synchronous=FULL` from here: a checkpoint syncs the log before it
-    // copies and the database file before the log may be reused.
-    configure(&conn)?;
-    Ok(conn)
+    // `synchronous=FULL` from `configure`: a checkpoint syncs the log
+    // before it copies and the database file before the log may be reused.
+    open(path, OpenFlags::empty())
 }
 
 /// Opens a connection that only reads. It is opened read-write but set to
 /// `query_only`, so that it can still take part in WAL recovery and
 /// checkpoint-on-close like any other connection.
 pub(crate) fn open_reader(path: &Path) -> StoreResult<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
-    configure(&conn)?;
+    let conn = open(path, OpenFlags::empty())?;
     conn.pragma_update(None, "query_only", true).db()?;
     // WAL is a property of the file, set by the writer; a reader that found
     // another mode would block the writer, so refuse to run that way.
@@ -107,6 +90,18 @@ pub(crate) fn open_reader(path: &Path) -> StoreResult<Connection> {
             path.display()
         )));
     }
+    Ok(conn)
+}
+
+/// Opens a read-write connection (each thread owns its own, hence no
+/// mutex), with `extra` flags, and applies the common settings.
+fn open(path: &Path, extra: OpenFlags) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | extra,
+    )
+    .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+    configure(&conn)?;
     Ok(conn)
 }
 

@@ -350,20 +350,10 @@ pub trait Store: Send + Sync + 'static {
     /// fails the call.
     ///
     /// Delivered markers come in bursts (every message delivered to a
-    /// device moves one), so a backend that can should write them in one
-    /// go; this default moves them one by one.
-    async fn mark_delivered_many(
-        &self,
-        marks: &[(ConversationId, UserId, i64)],
-    ) -> StoreResult<()> {
-        for &(id, user, seq) in marks {
-            match self.mark_delivered(id, user, seq).await {
-                Ok(_) | Err(StoreError::NotMember | StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
+    /// device moves one), so backends write them in one go: one
+    /// transaction, one commit to wait for.
+    async fn mark_delivered_many(&self, marks: &[(ConversationId, UserId, i64)])
+    -> StoreResult<()>;
 
     // --- events ---------------------------------------------------------
     //

@@ -396,6 +396,21 @@ impl Client {
         r.body["id"].as_str().unwrap().to_owned()
     }
 
+    /// The member `username` of a conversation, as the conversation's
+    /// details show it (role, `read_seq`, `delivered_seq`, …).
+    pub async fn member(&self, conversation: &str, username: &str) -> Value {
+        let r = self
+            .get(&format!("/api/v1/conversations/{conversation}"))
+            .await;
+        r.expect(200)["members"]
+            .as_array()
+            .expect("a members array")
+            .iter()
+            .find(|m| m["username"] == username)
+            .unwrap_or_else(|| panic!("{username} is not a member: {}", r.text))
+            .clone()
+    }
+
     /// Creates a group with the given members; returns its id.
     pub async fn group(&self, title: &str, members: &[&str]) -> String {
         let r = self

@@ -83,18 +83,13 @@ impl Xmpp {
         };
         let conn = if direct_tls {
             let acceptor = x.tls.as_ref()?;
-            match Box::pin(tokio::time::timeout(
+            Box::pin(accept_tls(
+                acceptor,
+                tcp,
                 x.config.auth_timeout,
-                acceptor.accept(tcp),
+                &mut session,
             ))
-            .await
-            {
-                Ok(Ok(tls)) => {
-                    session.channel_binding = tls_exporter(&tls);
-                    Conn::Tls(Box::new(tls))
-                }
-                _ => return None,
-            }
+            .await?
         } else {
             Conn::Plain(tcp)
         };
@@ -311,24 +306,40 @@ async fn run(session: Box<Session>, mut conn: Conn) {
             let (Conn::Plain(tcp), Some(acceptor)) = (conn, x.tls.clone()) else {
                 return;
             };
-            match Box::pin(tokio::time::timeout(
+            let Some(tls) = Box::pin(accept_tls(
+                &acceptor,
+                tcp,
                 x.config.auth_timeout,
-                acceptor.accept(tcp),
+                &mut session,
             ))
             .await
-            {
-                Ok(Ok(tls)) => {
-                    session.channel_binding = tls_exporter(&tls);
-                    conn = Conn::Tls(Box::new(tls));
-                }
-                _ => return,
-            }
+            else {
+                return;
+            };
+            conn = tls;
             session.secure = true;
             parser = StreamParser::new(limits);
             writer.header_sent = false;
         }
     }
     session.detach();
+}
+
+/// The TLS handshake on `tcp` (direct TLS or after STARTTLS), bounded by
+/// the authentication timeout; notes the connection's channel binding in
+/// `session`. `None` if the handshake fails or takes too long.
+async fn accept_tls(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    timeout: std::time::Duration,
+    session: &mut Session,
+) -> Option<Conn> {
+    let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
+        .await
+        .ok()?
+        .ok()?;
+    session.channel_binding = tls_exporter(&tls);
+    Some(Conn::Tls(Box::new(tls)))
 }
 
 /// The `tls-exporter` channel binding of a connection (RFC 9266), for

@@ -253,14 +253,7 @@ async fn read_markers_move_forward_only() {
     assert_eq!(read(1).await.expect(200)["read_seq"], 3);
     assert_eq!(read(50).await.expect(200)["read_seq"], 5);
     read(-1).await.expect_error(400, "invalid_field");
-    let conv = bob.get(&format!("/api/v1/conversations/{c}")).await;
-    let me = conv.body["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["username"] == "bob")
-        .unwrap()
-        .clone();
+    let me = bob.member(&c, "bob").await;
     assert_eq!(me["read_seq"], 5);
     assert_eq!(me["delivered_seq"], 5, "reading implies delivery");
 }
