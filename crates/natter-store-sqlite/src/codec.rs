@@ -216,7 +216,26 @@ pub(crate) fn session_at(row: &Row<'_>, base: usize) -> rusqlite::Result<Session
     })
 }
 
-/// Columns for [`conversation_at`], from conversations aliased `$c`.
+/// The last sequence number of conversation `$c` (an alias of
+/// `conversations`): that of its newest message, 0 before the first. One
+/// seek to the end of the conversation's range of the messages' primary
+/// key; the conversation row does not keep it (see
+/// `V5__derived_conversation_state.sql`).
+macro_rules! last_seq_of {
+    ($c:literal) => {
+        concat!(
+            "coalesce((SELECT newest.seq FROM messages newest
+                        WHERE newest.conversation_id = ",
+            $c,
+            ".id ORDER BY newest.seq DESC LIMIT 1), 0)"
+        )
+    };
+}
+pub(crate) use last_seq_of;
+
+/// Columns for [`conversation_at`], from conversations aliased `$c`: the
+/// last sequence number and the last activity (the newest message's time,
+/// else the creation's) are read from the messages.
 macro_rules! conversation_cols {
     ($c:literal) => {
         concat!(
@@ -228,10 +247,13 @@ macro_rules! conversation_cols {
             ".title, ",
             $c,
             ".created_at, ",
+            $crate::codec::last_seq_of!($c),
+            ", coalesce((SELECT newest.sent_at FROM messages newest
+                          WHERE newest.conversation_id = ",
             $c,
-            ".last_seq, ",
+            ".id ORDER BY newest.seq DESC LIMIT 1), ",
             $c,
-            ".last_activity_at"
+            ".created_at)"
         )
     };
 }

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::accounts::require_user;
 use crate::codec::{
-    DbResultExt, conversation_at, conversation_cols, direct_key, message_cols, micros,
+    DbResultExt, conversation_at, conversation_cols, direct_key, last_seq_of, message_cols, micros,
     opt_message_at, opt_user_ref_at, parsed, truncate, ts, user_ref_at, user_ref_cols, username,
 };
 use crate::events;
@@ -114,9 +114,8 @@ pub(crate) fn create_group(c: &Connection, new: &NewGroup) -> StoreResult<Conver
 
 fn insert_conversation(c: &Connection, conv: &Conversation, key: Option<&str>) -> StoreResult<()> {
     c.prepare_cached(
-        "INSERT INTO conversations
-             (id, kind, title, direct_key, created_at, last_seq, last_activity_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO conversations (id, kind, title, direct_key, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .db()?
     .execute(params![
@@ -125,8 +124,6 @@ fn insert_conversation(c: &Connection, conv: &Conversation, key: Option<&str>) -
         conv.title,
         key,
         micros(conv.created_at),
-        conv.last_seq,
-        micros(conv.last_activity_at),
     ])
     .db()?;
     Ok(())
@@ -235,12 +232,14 @@ pub(crate) fn set_member(
     now: Timestamp,
 ) -> StoreResult<bool> {
     let (last_seq, current): (i64, Option<Role>) = c
-        .prepare_cached(
-            "SELECT c.last_seq, m.role
+        .prepare_cached(concat!(
+            "SELECT ",
+            last_seq_of!("c"),
+            ", m.role
                FROM conversations c
                LEFT JOIN members m ON m.conversation_id = c.id AND m.user_id = ?2
-              WHERE c.id = ?1",
-        )
+              WHERE c.id = ?1"
+        ))
         .db()?
         .query_row(params![id.0.as_bytes(), user.0], |r| {
             let role = match r.get_ref(1)? {
@@ -349,12 +348,13 @@ pub(crate) fn list_conversations(
     limit: u32,
 ) -> StoreResult<Vec<ConversationSummary>> {
     // Columns: conversation 0..=5, role 6, read_seq 7, member count 8,
-    // peer 9..=10, last message 11..=19.
+    // peer 9..=10, last message 11..=19. The conversation's last seq and
+    // activity come from its last message `lm`, found with one seek, rather
+    // than from `conversation_cols!`, which would seek again for each.
     let mut stmt = c
         .prepare_cached(concat!(
-            "SELECT ",
-            conversation_cols!("c"),
-            ", m.role, m.read_seq,
+            "SELECT c.id, c.kind, c.title, c.created_at, coalesce(lm.seq, 0), ",
+            "coalesce(lm.sent_at, c.created_at), m.role, m.read_seq,
                (SELECT count(*) FROM members mc WHERE mc.conversation_id = c.id), ",
             user_ref_cols!("pu"),
             ", ",
@@ -366,11 +366,13 @@ pub(crate) fn list_conversations(
                 AND pu.id = (SELECT pm.user_id FROM members pm
                               WHERE pm.conversation_id = c.id AND pm.user_id <> m.user_id
                               LIMIT 1)
-               LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = c.last_seq
+               LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = ",
+            last_seq_of!("c"),
+            "
                LEFT JOIN users lu ON lu.id = lm.sender_id
               WHERE m.user_id = ?1
-                AND (?2 IS NULL OR (c.last_activity_at, c.id) < (?2, ?3))
-              ORDER BY c.last_activity_at DESC, c.id DESC
+                AND (?2 IS NULL OR (coalesce(lm.sent_at, c.created_at), c.id) < (?2, ?3))
+              ORDER BY coalesce(lm.sent_at, c.created_at) DESC, c.id DESC
               LIMIT ?4"
         ))
         .db()?;

@@ -376,8 +376,8 @@ mod tests {
         {
             let mut cv = c
                 .prepare(
-                    "INSERT INTO conversations (id, kind, title, created_at, last_seq, last_activity_at)
-                     VALUES (?1, 'group', 't', 0, 0, 0)",
+                    "INSERT INTO conversations (id, kind, title, created_at)
+                     VALUES (?1, 'group', 't', 0)",
                 )
                 .unwrap();
             let mut mb = c

@@ -8,12 +8,14 @@ use natter_store::{Appended, HistoryQuery, NewMessage, StoreError, StoreResult};
 use natter_types::{Body, ConversationId, Message, MessageId, Timestamp, UserId, Username};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::codec::{DbResultExt, message_at, message_cols, micros, truncate, username};
+use crate::codec::{
+    DbResultExt, last_seq_of, message_at, message_cols, micros, truncate, username,
+};
 use crate::{blocks, events};
 
-/// Appends a message. Sequence numbers are gap-free because the writer runs
-/// one job at a time and a failed job's savepoint is rolled back, taking its
-/// increment of `last_seq` with it.
+/// Appends a message. Its sequence number is one past the conversation's
+/// newest message: gap-free, because the writer runs one job at a time and
+/// a job that fails leaves no row behind.
 pub(crate) fn append_message(c: &Connection, new: &NewMessage) -> StoreResult<Appended> {
     let conv = new.conversation_id.0.as_bytes();
 
@@ -42,21 +44,24 @@ pub(crate) fn append_message(c: &Connection, new: &NewMessage) -> StoreResult<Ap
 
     // The next number, if the sender is a member and, in a direct
     // conversation, nobody blocked anybody; the same statement gives the
-    // sender's name for the result. The membership and block tests and the
-    // name ride along with the one write this needs anyway (every
-    // statement counts on the hot path; for a group, `direct_key` is NULL
-    // and the block probe finds nothing at once).
+    // sender's name for the result. Every statement counts on the hot path,
+    // so the membership and block tests and the name ride along with the
+    // read of the newest seq, a seek to the page the insert below writes
+    // anyway (for a group, `direct_key` is NULL and the block probe finds
+    // nothing at once). Nothing is written to the conversation's row.
     let sent_at = micros(new.now);
     let next: Option<(i64, Username)> = c
-        .prepare_cached(
-            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = ?2
-              WHERE id = ?1
-                AND EXISTS (SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?3)
-                AND NOT EXISTS (SELECT 1 FROM blocks WHERE pair_key = conversations.direct_key)
-             RETURNING last_seq, (SELECT username FROM users WHERE id = ?3)",
-        )
+        .prepare_cached(concat!(
+            "SELECT ",
+            last_seq_of!("c"),
+            " + 1, (SELECT username FROM users WHERE id = ?2)
+               FROM conversations c
+              WHERE c.id = ?1
+                AND EXISTS (SELECT 1 FROM members WHERE conversation_id = ?1 AND user_id = ?2)
+                AND NOT EXISTS (SELECT 1 FROM blocks WHERE pair_key = c.direct_key)"
+        ))
         .db()?
-        .query_row(params![conv, sent_at, new.sender.0], |r| {
+        .query_row(params![conv, new.sender.0], |r| {
             Ok((r.get(0)?, username(r, 1)?))
         })
         .optional()
@@ -303,13 +308,15 @@ pub(crate) fn mark(
         Marker::Delivered => 2,
     };
     let found: Option<(i64, Option<Marked>)> = c
-        .prepare_cached(
-            "SELECT c.last_seq, m.read_seq, m.delivered_seq, u.username
+        .prepare_cached(concat!(
+            "SELECT ",
+            last_seq_of!("c"),
+            ", m.read_seq, m.delivered_seq, u.username
                FROM conversations c
                LEFT JOIN members m ON m.conversation_id = c.id AND m.user_id = ?2
                LEFT JOIN users u ON u.id = m.user_id
-              WHERE c.id = ?1",
-        )
+              WHERE c.id = ?1"
+        ))
         .db()?
         .query_row(params![id.0.as_bytes(), user.0], |r| {
             let member = match r.get::<_, Option<i64>>(column)? {

@@ -45,6 +45,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "blocks",
         sql: include_str!("../migrations/V4__blocks.sql"),
     },
+    Migration {
+        version: 5,
+        name: "derived_conversation_state",
+        sql: include_str!("../migrations/V5__derived_conversation_state.sql"),
+    },
 ];
 
 /// Brings the schema up to date; returns the versions it applied.
@@ -132,7 +137,7 @@ mod tests {
     #[test]
     fn applies_once() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(run(&mut conn).unwrap(), [1, 2, 3, 4]);
+        assert_eq!(run(&mut conn).unwrap(), [1, 2, 3, 4, 5]);
         assert!(run(&mut conn).unwrap().is_empty());
     }
 
@@ -152,7 +157,7 @@ mod tests {
              VALUES (x'00', 1, 'owner', 0, 5);",
         )
         .unwrap();
-        assert_eq!(run(&mut conn).unwrap(), [2, 3, 4]);
+        assert_eq!(run(&mut conn).unwrap(), [2, 3, 4, 5]);
         let (read, delivered, seen): (i64, i64, Option<i64>) = conn
             .query_row(
                 "SELECT m.read_seq, m.delivered_seq, u.last_seen_at
@@ -166,6 +171,47 @@ mod tests {
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
             .unwrap();
         assert_eq!(events, 0);
+    }
+
+    /// Before V5 a conversation kept its last seq and activity in its row;
+    /// after, both are read from its newest message, and agree with what
+    /// the row said.
+    #[test]
+    fn upgrades_the_conversation_state_from_v4() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(apply(&mut conn, &MIGRATIONS[..4]).unwrap(), [1, 2, 3, 4]);
+        conn.execute_batch(
+            "INSERT INTO users (id, username, created_at, salt, iterations, sha1_stored_key,
+                 sha1_server_key, sha256_stored_key, sha256_server_key)
+             VALUES (1, 'a', 0, x'', 1, x'', x'', x'', x'');
+             INSERT INTO conversations (id, kind, title, created_at, last_seq, last_activity_at)
+             VALUES (x'01000000000000000000000000000000', 'group', 'busy', 1000, 2, 3000000),
+                    (x'02000000000000000000000000000000', 'group', 'quiet', 5000000, 0, 5000000);
+             INSERT INTO members (conversation_id, user_id, role, joined_at)
+             VALUES (x'01000000000000000000000000000000', 1, 'owner', 0), (x'02000000000000000000000000000000', 1, 'owner', 0);
+             INSERT INTO messages (conversation_id, seq, id, sender_id, client_id, body, sent_at)
+             VALUES (x'01000000000000000000000000000000', 1, x'11', 1, 'c1', 'one', 2000000),
+                    (x'01000000000000000000000000000000', 2, x'12', 1, 'c2', 'two', 3000000);",
+        )
+        .unwrap();
+        assert_eq!(run(&mut conn).unwrap(), [5]);
+        let busy = crate::conversations::conversation(&conn, conv(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(busy.last_seq, 2);
+        assert_eq!(busy.last_activity_at.timestamp(), 3);
+        let quiet = crate::conversations::conversation(&conn, conv(2))
+            .unwrap()
+            .unwrap();
+        assert_eq!(quiet.last_seq, 0);
+        assert_eq!(quiet.last_activity_at.timestamp(), 5);
+    }
+
+    /// The id `b` followed by fifteen zero bytes, as written in raw SQL.
+    fn conv(b: u8) -> natter_types::ConversationId {
+        let mut id = [0u8; 16];
+        id[0] = b;
+        natter_types::ConversationId(uuid::Uuid::from_bytes(id))
     }
 
     #[test]
