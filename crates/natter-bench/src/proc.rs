@@ -6,6 +6,7 @@
 //! server unless the two are kept apart and both are watched; these
 //! helpers make it possible to say which of them was the limit.
 
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -87,14 +88,52 @@ pub fn cpu_seconds(pid: Option<u32>) -> anyhow::Result<f64> {
         None => "/proc/self/stat".to_owned(),
     };
     let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    Ok(parse_stat(&stat)?.1)
+}
+
+/// The name and the CPU time (user + system, in seconds) in a `stat` line
+/// of a process or a thread.
+fn parse_stat(stat: &str) -> anyhow::Result<(String, f64)> {
     // The command name (field 2) may contain spaces; fields resume after
     // its closing parenthesis, with field 3 (state) first.
-    let rest = &stat[stat.rfind(')').context("malformed stat")? + 2..];
+    let open = stat.find('(').context("malformed stat")?;
+    let close = stat.rfind(')').context("malformed stat")?;
+    let name = stat[open + 1..close].to_owned();
+    let rest = stat.get(close + 2..).context("malformed stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15, i.e. 11 and 12 after state.
     let utime: u64 = fields.get(11).context("utime")?.parse()?;
     let stime: u64 = fields.get(12).context("stime")?.parse()?;
-    Ok((utime + stime) as f64 / clock_ticks_per_second())
+    Ok((name, (utime + stime) as f64 / clock_ticks_per_second()))
+}
+
+/// CPU time of each live thread of process `pid`, by thread id, with the
+/// thread's name: which of the server's threads (its async workers, the
+/// SQLite writer, syncer, checkpointer) limited a run.
+pub fn thread_cpu_seconds(pid: u32) -> anyhow::Result<HashMap<u32, (String, f64)>> {
+    let dir = format!("/proc/{pid}/task");
+    let mut threads = HashMap::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let entry = entry?;
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        // A thread may end between the listing and the read.
+        if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) {
+            threads.insert(tid, parse_stat(&stat)?);
+        }
+    }
+    Ok(threads)
+}
+
+/// Bytes process `pid` caused to be written to storage (`write_bytes` of
+/// `/proc/<pid>/io`, counted when page-cache pages are dirtied); `None`
+/// where the kernel does not tell.
+pub fn written_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Busy CPU time of the whole machine or of one core, from `/proc/stat`.

@@ -24,6 +24,7 @@ pub(crate) mod hist;
 mod history;
 pub(crate) mod setup;
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -323,10 +324,12 @@ pub fn main(scenario: Scenario) -> anyhow::Result<()> {
 
 /// CPU counters at one instant: the server's and the generator's own
 /// time, and the busy time of the machine and of the two cores.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct CpuSnapshot {
     pub at: Instant,
     server: f64,
+    server_threads: HashMap<u32, (String, f64)>,
+    server_written: Option<u64>,
     generator: f64,
     machine: proc::Busy,
     server_core: Option<proc::Busy>,
@@ -334,9 +337,15 @@ pub(crate) struct CpuSnapshot {
 }
 
 /// CPU use between two snapshots, in % of one core.
-#[derive(Serialize, Clone, Copy, Default)]
+#[derive(Serialize, Clone, Default)]
 pub(crate) struct CpuUse {
     pub server_percent: f64,
+    /// The server's CPU by thread name, busiest first (those under 0.5 %
+    /// left out): which thread limited the run.
+    pub server_threads: Vec<ThreadUse>,
+    /// What the server wrote to storage meanwhile (its write
+    /// amplification: WAL frames, checkpoints), in MiB.
+    pub server_written_mib: Option<f64>,
     pub generator_percent: f64,
     /// Other processes (user + system time not of the server or the
     /// generator): anything but noise means the figures are disturbed.
@@ -355,6 +364,8 @@ impl CpuSnapshot {
         Ok(Self {
             at: Instant::now(),
             server: proc::cpu_seconds(Some(pid))?,
+            server_threads: proc::thread_cpu_seconds(pid)?,
+            server_written: proc::written_bytes(pid),
             generator: proc::cpu_seconds(None)?,
             machine: proc::busy(None)?,
             server_core: env.server_cpu.map(|c| proc::busy(Some(c))).transpose()?,
@@ -371,7 +382,34 @@ impl CpuSnapshot {
         let core = |now: Option<proc::Busy>, then: Option<proc::Busy>| {
             Some(pct(now?.since(then?).total()))
         };
+        // Threads alive at both instants, by name; the time of those that
+        // started or ended in between is the rest of the server's.
+        let mut by_name: BTreeMap<&str, f64> = BTreeMap::new();
+        for (tid, (name, now)) in &self.server_threads {
+            if let Some((_, then)) = earlier.server_threads.get(tid) {
+                *by_name.entry(name).or_default() += now - then;
+            }
+        }
+        let mut server_threads: Vec<ThreadUse> = by_name
+            .into_iter()
+            .map(|(name, secs)| ThreadUse {
+                name: name.to_owned(),
+                percent: pct(secs),
+            })
+            .collect();
+        let rest = server - server_threads.iter().map(|t| t.percent).sum::<f64>() * wall / 100.0;
+        server_threads.push(ThreadUse {
+            name: "(threads that started or ended)".to_owned(),
+            percent: pct(rest.max(0.0)),
+        });
+        server_threads.retain(|t| t.percent >= 0.5);
+        server_threads.sort_by(|a, b| b.percent.total_cmp(&a.percent));
         CpuUse {
+            server_threads,
+            server_written_mib: match (self.server_written, earlier.server_written) {
+                (Some(now), Some(then)) => Some(now.saturating_sub(then) as f64 / (1 << 20) as f64),
+                _ => None,
+            },
             server_percent: pct(server),
             generator_percent: pct(generator),
             other_percent: pct(machine.tasks - server - generator).max(0.0),
@@ -379,6 +417,34 @@ impl CpuSnapshot {
             server_core_busy_percent: core(self.server_core, earlier.server_core),
             generator_core_busy_percent: core(self.generator_core, earlier.generator_core),
         }
+    }
+}
+
+/// One thread name's share of the server's CPU.
+#[derive(Serialize, Clone, Default)]
+pub(crate) struct ThreadUse {
+    pub name: String,
+    pub percent: f64,
+}
+
+impl CpuUse {
+    /// The per-thread and storage figures as one line of a report.
+    pub fn server_detail(&self, sent: u64) -> String {
+        let threads = self
+            .server_threads
+            .iter()
+            .map(|t| format!("{} {:.0} %", t.name, t.percent))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let written = match self.server_written_mib {
+            Some(mib) if sent > 0 => format!(
+                "{mib:.0} MiB, {:.1} KiB per message sent",
+                mib * 1024.0 / sent as f64
+            ),
+            Some(mib) => format!("{mib:.0} MiB"),
+            None => "not reported by the kernel".to_owned(),
+        };
+        format!("server threads while sending: {threads}; server storage writes: {written}")
     }
 }
 
@@ -717,6 +783,7 @@ impl LoadReport {
             self.ack_p50_ms,
             self.schedule_lag_p99_ms,
         );
+        println!("{}", self.cpu.server_detail(self.sent));
         if json {
             println!(
                 "{}",
