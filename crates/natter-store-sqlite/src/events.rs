@@ -22,6 +22,7 @@ use crate::codec::{
     DbResultExt, conversation_cols, message_cols, micros, opt_conversation_at, opt_message_at,
     truncate, ts, uuid,
 };
+use crate::recent;
 
 /// Appends one event to the log, in the caller's (the writer's)
 /// transaction.
@@ -30,6 +31,28 @@ pub(crate) fn append(
     conversation: ConversationId,
     row: &NewEventRow,
     at: Timestamp,
+) -> StoreResult<()> {
+    insert(c, conversation, row, at, None)
+}
+
+/// Appends a message event, which carries `message` as this change left
+/// it.
+pub(crate) fn append_for(
+    c: &Connection,
+    conversation: ConversationId,
+    row: &NewEventRow,
+    at: Timestamp,
+    message: &Message,
+) -> StoreResult<()> {
+    insert(c, conversation, row, at, Some(message))
+}
+
+fn insert(
+    c: &Connection,
+    conversation: ConversationId,
+    row: &NewEventRow,
+    at: Timestamp,
+    message: Option<&Message>,
 ) -> StoreResult<()> {
     c.prepare_cached(
         "INSERT INTO events (conversation_id, kind, seq, payload, target_user_id, created_at)
@@ -45,6 +68,19 @@ pub(crate) fn append(
         micros(at),
     ])
     .db()?;
+    // The event as a read of the log would decode it, for the in-memory
+    // copy of the newest events; `None` where the copy must not hold it
+    // (`conversation.created`, which carries a record that keeps
+    // changing).
+    recent::appended(c.last_insert_rowid(), || {
+        let kind = event_codec::decode(row.kind, &row.payload, message.cloned(), None).ok()?;
+        Some(Event {
+            pos: EventPos::new(0, c.last_insert_rowid()),
+            conversation_id: conversation,
+            at: truncate(at),
+            kind,
+        })
+    });
     Ok(())
 }
 

@@ -20,7 +20,9 @@
 //!   operations in their own job, so in the same transaction as the change;
 //!   its rowid is the position, and with one writer rowid order is commit
 //!   order. Its reads stop at the last *synced* commit, so no event goes
-//!   out that a power cut could take back.
+//!   out that a power cut could take back. The newest events are also
+//!   kept in memory as the write jobs append them (`recent.rs`), so that
+//!   the tailer's read of what was just written needs no SQL.
 //!
 //! [`SqliteStore`] is a handle: cloning it is cheap and every clone shares
 //! the same writer and readers. When the last clone is dropped, the writer
@@ -37,6 +39,7 @@ mod messages;
 mod migrate;
 mod presence;
 mod readers;
+mod recent;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +59,7 @@ use rusqlite::Connection;
 
 use crate::checkpoint::Checkpointer;
 use crate::readers::Readers;
+use crate::recent::Recent;
 use crate::writer::{Durability, DurableHead, Writer};
 
 /// SQLite's name for the write-ahead log of the database at `path`.
@@ -83,6 +87,8 @@ struct Inner {
     readers: Arc<Readers>,
     /// How far the event log may be read: see `writer.rs`.
     head: DurableHead,
+    /// The newest events, kept as the writer appended them.
+    recent: Arc<Recent>,
     path: PathBuf,
 }
 
@@ -138,7 +144,9 @@ impl SqliteStore {
             }
         }
         let checkpointer = Checkpointer::start(&mut write_conn, path)?;
-        let head = DurableHead::new(events::head(&write_conn, i64::MAX)?.minor);
+        let start = events::head(&write_conn, i64::MAX)?.minor;
+        let head = DurableHead::new(start);
+        let recent = Arc::new(Recent::new(start));
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => PathBuf::from("."),
@@ -149,7 +157,10 @@ impl SqliteStore {
                 wal: Some(wal),
                 dir: Some(dir),
                 head: head.clone(),
-                read_head: |c| events::head(c, i64::MAX).map(|p| p.minor),
+                read_head: {
+                    let recent = recent.clone();
+                    Box::new(move |c| recent.note_commit(c))
+                },
             },
         )?;
         Ok(SqliteStore {
@@ -158,6 +169,7 @@ impl SqliteStore {
                 _checkpointer: checkpointer,
                 readers,
                 head,
+                recent,
                 path: path.to_owned(),
             }),
         })
@@ -504,6 +516,9 @@ impl Store for SqliteStore {
 
     async fn events_after(&self, after: EventPos, limit: u32) -> StoreResult<Vec<Event>> {
         let upto = self.inner.head.get();
+        if let Some(events) = self.inner.recent.after(after, limit, upto) {
+            return Ok(events);
+        }
         self.read(move |c| events::after(c, after, limit, upto))
             .await
     }

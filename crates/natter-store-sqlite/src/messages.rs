@@ -95,25 +95,26 @@ pub(crate) fn append_message(c: &Connection, new: &NewMessage) -> StoreResult<Ap
     .db()?
     .execute(params![conv, new.sender.0, seq])
     .db()?;
-    events::append(
+    let message = Message {
+        id: new.id,
+        conversation_id: new.conversation_id,
+        seq,
+        sender,
+        client_id: new.client_id.as_str().to_owned(),
+        body: Some(new.body.as_str().to_owned()),
+        sent_at: truncate(new.now),
+        edited_at: None,
+        deleted_at: None,
+    };
+    events::append_for(
         c,
         new.conversation_id,
         &event_codec::message_created(seq),
         new.now,
+        &message,
     )?;
-
     Ok(Appended {
-        message: Message {
-            id: new.id,
-            conversation_id: new.conversation_id,
-            seq,
-            sender,
-            client_id: new.client_id.as_str().to_owned(),
-            body: Some(new.body.as_str().to_owned()),
-            sent_at: truncate(new.now),
-            edited_at: None,
-            deleted_at: None,
-        },
+        message,
         created: true,
     })
 }
@@ -251,8 +252,10 @@ pub(crate) fn edit_message(
     if n == 0 {
         return Ok(None);
     }
-    events::append(c, id, &event_codec::message_edited(seq), now)?;
-    message(c, id, seq)
+    let edited = message(c, id, seq)?
+        .ok_or_else(|| StoreError::Backend("edited message vanished".into()))?;
+    events::append_for(c, id, &event_codec::message_edited(seq), now, &edited)?;
+    Ok(Some(edited))
 }
 
 pub(crate) fn delete_message(
@@ -272,8 +275,10 @@ pub(crate) fn delete_message(
     if n == 0 {
         return Ok(None);
     }
-    events::append(c, id, &event_codec::message_deleted(seq), now)?;
-    message(c, id, seq)
+    let deleted = message(c, id, seq)?
+        .ok_or_else(|| StoreError::Backend("deleted message vanished".into()))?;
+    events::append_for(c, id, &event_codec::message_deleted(seq), now, &deleted)?;
+    Ok(Some(deleted))
 }
 
 /// The two per-member markers. Each moves forward only, never past the

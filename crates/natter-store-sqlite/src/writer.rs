@@ -213,9 +213,14 @@ pub(crate) struct Durability {
     pub(crate) dir: Option<PathBuf>,
     /// Published after each sync.
     pub(crate) head: DurableHead,
-    /// Reads the event log's head on the write connection, after a commit.
-    pub(crate) read_head: fn(&Connection) -> StoreResult<i64>,
+    /// Runs on the write connection after each commit and returns the
+    /// event log's head; the store also moves the commit's new events into
+    /// its in-memory copy there (see `recent.rs`).
+    pub(crate) read_head: ReadHead,
 }
+
+/// See [`Durability::read_head`].
+pub(crate) type ReadHead = Box<dyn FnMut(&Connection) -> StoreResult<i64> + Send>;
 
 /// A committed batch waiting for its sync.
 struct Committed {
@@ -327,7 +332,7 @@ fn writer_loop(
     conn: Connection,
     mut jobs: mpsc::Receiver<Box<dyn Job>>,
     committed: std::sync::mpsc::Sender<Committed>,
-    read_head: fn(&Connection) -> StoreResult<i64>,
+    mut read_head: ReadHead,
     failed: &AtomicBool,
 ) {
     while let Some(first) = jobs.blocking_recv() {
@@ -345,7 +350,7 @@ fn writer_loop(
             }
             continue;
         }
-        run_batch(&conn, batch, &committed, read_head);
+        run_batch(&conn, batch, &committed, &mut read_head);
     }
     // Closed here, before the thread ends, so that when `Drop for Writer`
     // has joined the thread the file has no writer left.
@@ -366,7 +371,7 @@ fn run_batch(
     conn: &Connection,
     batch: Vec<Box<dyn Job>>,
     committed: &std::sync::mpsc::Sender<Committed>,
-    read_head: fn(&Connection) -> StoreResult<i64>,
+    read_head: &mut ReadHead,
 ) {
     let mut pending: std::collections::VecDeque<Box<dyn Job>> = batch.into();
     let mut ran: Vec<Box<dyn Job>> = Vec::with_capacity(pending.len());
@@ -525,11 +530,7 @@ mod tests {
 
     /// A writer on an in-memory table `t`, syncing `wal` (if any) and
     /// publishing `head` as `read_head` reads it after each commit.
-    fn writer_with(
-        wal: Option<PathBuf>,
-        head: &DurableHead,
-        read_head: fn(&Connection) -> StoreResult<i64>,
-    ) -> Writer {
+    fn writer_with(wal: Option<PathBuf>, head: &DurableHead, read_head: ReadHead) -> Writer {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL UNIQUE)")
             .unwrap();
@@ -546,7 +547,7 @@ mod tests {
     }
 
     fn writer() -> Writer {
-        writer_with(None, &DurableHead::new(0), |_| Ok(0))
+        writer_with(None, &DurableHead::new(0), Box::new(|_| Ok(0)))
     }
 
     fn insert(v: i64) -> impl Fn(&Connection) -> StoreResult<()> + Send + 'static {
@@ -647,10 +648,14 @@ mod tests {
     #[tokio::test]
     async fn answers_come_after_the_durable_head_moved() {
         let head = DurableHead::new(0);
-        let w = writer_with(None, &head, |c| {
-            c.query_row("SELECT coalesce(max(v), 0) FROM t", [], |r| r.get(0))
-                .map_err(db_error)
-        });
+        let w = writer_with(
+            None,
+            &head,
+            Box::new(|c| {
+                c.query_row("SELECT coalesce(max(v), 0) FROM t", [], |r| r.get(0))
+                    .map_err(db_error)
+            }),
+        );
         for v in [3, 7, 5] {
             w.write(insert(v)).await.unwrap();
             // the head as of this job's commit is published before it is
@@ -664,7 +669,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let head = DurableHead::new(0);
         // no such file: the sync fails the way a broken disk would
-        let w = writer_with(Some(dir.path().join("missing-wal")), &head, |_| Ok(1));
+        let w = writer_with(
+            Some(dir.path().join("missing-wal")),
+            &head,
+            Box::new(|_| Ok(1)),
+        );
         assert!(
             matches!(w.write(insert(1)).await, Err(StoreError::Backend(m)) if m.contains("missing-wal"))
         );
