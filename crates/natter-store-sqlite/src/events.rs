@@ -72,10 +72,11 @@ fn insert(
     // copy of the newest events; `None` where the copy must not hold it
     // (`conversation.created`, which carries a record that keeps
     // changing).
-    recent::appended(c.last_insert_rowid(), || {
+    let pos = c.last_insert_rowid();
+    recent::appended(pos, || {
         let kind = event_codec::decode(row.kind, &row.payload, message.cloned(), None).ok()?;
         Some(Event {
-            pos: EventPos::new(0, c.last_insert_rowid()),
+            pos: EventPos::new(0, pos),
             conversation_id: conversation,
             at: truncate(at),
             kind,

@@ -81,7 +81,8 @@ pub fn new_message(
     }
 }
 
-async fn group(store: &dyn Store, owner: &User, members: &[&User]) -> Conversation {
+/// A group "Team" of `owner` and `members`, created now.
+pub async fn group(store: &dyn Store, owner: &User, members: &[&User]) -> Conversation {
     store
         .create_group(NewGroup {
             id: ConversationId::new(),

@@ -390,6 +390,7 @@ impl CpuSnapshot {
                 *by_name.entry(name).or_default() += now - then;
             }
         }
+        let rest = server - by_name.values().sum::<f64>();
         let mut server_threads: Vec<ThreadUse> = by_name
             .into_iter()
             .map(|(name, secs)| ThreadUse {
@@ -397,7 +398,6 @@ impl CpuSnapshot {
                 percent: pct(secs),
             })
             .collect();
-        let rest = server - server_threads.iter().map(|t| t.percent).sum::<f64>() * wall / 100.0;
         server_threads.push(ThreadUse {
             name: "(threads that started or ended)".to_owned(),
             percent: pct(rest.max(0.0)),
