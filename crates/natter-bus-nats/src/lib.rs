@@ -23,6 +23,9 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// A publish that cannot be handed to the client this fast is dropped:
 /// notices are hints, and a stale one is worth nothing.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a new subscription waits for the server to confirm it (see
+/// [`NatsBus::confirm`]); after that it fails, and the caller tries again.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A node's connection to the NATS servers of its cluster.
 pub struct NatsBus {
@@ -105,6 +108,38 @@ impl NatsBus {
     fn subject(&self, topic: Topic) -> String {
         format!("{}.{}", self.prefix, topic.name())
     }
+
+    /// Returns once the server has read every operation this client sent
+    /// before it, subscriptions included.
+    ///
+    /// `Client::flush` is not that: it only hands the client's buffer to
+    /// the socket, and the server reads each connection on its own, so
+    /// another node's publish could still overtake a subscription flushed
+    /// a moment earlier. The server handles one connection's operations in
+    /// order, so a probe published to a subject only this client listens
+    /// on comes back after all of them.
+    async fn confirm(&self) -> Result<(), BusError> {
+        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
+        let probe = self.client.new_inbox();
+        let mut echo = self
+            .client
+            .subscribe(probe.clone())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        self.client
+            .publish(probe, Default::default())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        match tokio::time::timeout(CONFIRM_TIMEOUT, echo.next()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(BusError::Unavailable(
+                "the NATS connection closed before confirming a subscription".into(),
+            )),
+            Err(_) => Err(BusError::Unavailable(
+                "NATS did not confirm a subscription in time".into(),
+            )),
+        }
+    }
 }
 
 #[async_trait]
@@ -138,14 +173,13 @@ impl Bus for NatsBus {
             .subscribe(self.subject(topic))
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        // The server has the subscription once a flush returns, so notices
-        // published from now on reach it. While disconnected the client
-        // re-subscribes on reconnection by itself.
-        // The client's own state, not our health signal: the latter is set
-        // by an event that may come after a fresh connection is usable,
-        // and skipping the flush then lost the first notices.
+        // While disconnected the client subscribes again on reconnection
+        // by itself; the notices published meanwhile are the ones the
+        // at-most-once contract allows to lose. The client's own state,
+        // not our health signal: the latter is set by an event that may
+        // come after a fresh connection is usable.
         if self.client.connection_state() != async_nats::connection::State::Disconnected {
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await;
+            self.confirm().await?;
         }
         Ok(Box::pin(sub.filter_map(|msg| async move {
             match codec::decode(&msg.payload) {

@@ -203,6 +203,29 @@ pub async fn every_node_gets_each_notice_once<H: Harness>(h: H) {
     }
 }
 
+/// A subscription is in place once `subscribe` returns: another node's
+/// notice published right after reaches it. Repeated with fresh
+/// subscriptions, because a subscription only handed to the network
+/// loses this race now and then, not every time.
+pub async fn a_new_subscription_hears_the_next_notice<H: Harness>(h: H) {
+    let (a, b) = (h.node().await, h.node().await);
+    for round in 0..100 {
+        let mut sub = b.subscribe(Topic::Wake).await.unwrap();
+        let origin = NodeId::random();
+        a.publish(Envelope {
+            origin,
+            notice: Notice::Wake,
+        })
+        .await
+        .unwrap();
+        let heard = tokio::time::timeout(ARRIVAL, sub.next()).await;
+        assert!(
+            matches!(heard, Ok(Some(ref e)) if e.origin == origin),
+            "round {round}: the notice published after subscribing was not heard: {heard:?}"
+        );
+    }
+}
+
 /// Notices of one publisher arrive in the order sent.
 pub async fn one_publisher_keeps_order<H: Harness>(h: H) {
     let (a, b) = (h.node().await, h.node().await);
@@ -263,7 +286,8 @@ macro_rules! bus_conformance_tests {
     ($harness:ty) => {
         $crate::bus_conformance_tests!(@each $harness;
             every_notice_round_trips topics_are_separate
-            every_node_gets_each_notice_once one_publisher_keeps_order
+            every_node_gets_each_notice_once a_new_subscription_hears_the_next_notice
+            one_publisher_keeps_order
             clusters_are_separate reports_health);
     };
     (@each $harness:ty; $($check:ident)*) => {
