@@ -34,6 +34,25 @@ pub(crate) fn conversation(
     .db()
 }
 
+/// The direct conversation of `a` and `b`, if there is one. Also read
+/// outside the writer first, since nearly every call finds one: a session's
+/// first message to a peer looks its conversation up.
+pub(crate) fn existing_direct(
+    c: &Connection,
+    a: UserId,
+    b: UserId,
+) -> StoreResult<Option<Conversation>> {
+    c.prepare_cached(concat!(
+        "SELECT ",
+        conversation_cols!("c"),
+        " FROM conversations c WHERE c.direct_key = ?1"
+    ))
+    .db()?
+    .query_row([direct_key(a, b)], |r| conversation_at(r, 0))
+    .optional()
+    .db()
+}
+
 pub(crate) fn direct_conversation(
     c: &Connection,
     a: UserId,
@@ -45,23 +64,13 @@ pub(crate) fn direct_conversation(
             "a direct conversation needs two distinct users".into(),
         ));
     }
-    let key = direct_key(a, b);
     // Writes are serial and this runs inside the write transaction, so the
     // look-up cannot race with another creation; the unique index on
     // direct_key backs that up should another process share the file.
-    let existing = c
-        .prepare_cached(concat!(
-            "SELECT ",
-            conversation_cols!("c"),
-            " FROM conversations c WHERE c.direct_key = ?1"
-        ))
-        .db()?
-        .query_row([&key], |r| conversation_at(r, 0))
-        .optional()
-        .db()?;
-    if let Some(conv) = existing {
+    if let Some(conv) = existing_direct(c, a, b)? {
         return Ok((conv, false));
     }
+    let key = direct_key(a, b);
     require_user(c, a)?;
     require_user(c, b)?;
     let conv = Conversation {

@@ -369,6 +369,15 @@ impl Store for SqliteStore {
         b: UserId,
         now: Timestamp,
     ) -> StoreResult<(Conversation, bool)> {
+        // The common case, an existing conversation, costs a read instead
+        // of a turn of the writer and a sync.
+        if a != b
+            && let Some(conv) = self
+                .read(move |c| conversations::existing_direct(c, a, b))
+                .await?
+        {
+            return Ok((conv, false));
+        }
         self.write(move |c| conversations::direct_conversation(c, a, b, now))
             .await
     }
