@@ -29,6 +29,9 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The marker our message bodies start with: `nb1:<id>:<sent ns>:<sender>:`.
 pub const BODY_TAG: &str = "nb1:";
+/// The start of a warm-up message's body: counted in
+/// [`Shared::warmups`], not measured.
+pub const WARMUP_TAG: &str = "nbw:";
 const BODY_FIELD: &str = "\"body\":\"nb1:";
 
 /// [`Slot::state`] of a message whose sender's connection was gone.
@@ -61,6 +64,8 @@ pub struct Shared {
     /// (receipts, presence…).
     pub frames: AtomicU64,
     pub other_frames: AtomicU64,
+    /// Warm-up messages that reached a recipient.
+    pub warmups: AtomicU64,
     /// When the last delivery arrived, ns since `base`.
     pub last_delivery_ns: AtomicU64,
     /// Set before the harness stops the server, so that the closes that
@@ -86,6 +91,7 @@ impl Shared {
             replies_err: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             other_frames: AtomicU64::new(0),
+            warmups: AtomicU64::new(0),
             last_delivery_ns: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             disconnects: AtomicU64::new(0),
@@ -167,6 +173,10 @@ impl Shared {
     /// (XMPP).
     pub fn on_body(&self, me: u32, body: &str) {
         self.frames.fetch_add(1, Ordering::Relaxed);
+        if body.starts_with(WARMUP_TAG) {
+            self.warmups.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.on_message(me, body.strip_prefix(BODY_TAG).and_then(parse_fields));
     }
 
@@ -464,5 +474,17 @@ mod tests {
             r#"{"type":"event","event":"receipt.delivered","cursor":"0-6","data":{}}"#,
         );
         assert_eq!(shared.other_frames.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn warm_up_bodies_are_counted_apart() {
+        let shared = Shared::new(10);
+        shared.on_body(1, &format!("{WARMUP_TAG}0"));
+        assert_eq!(shared.warmups.load(Ordering::Relaxed), 1);
+        shared.on_body(1, &body(2, 1_000, 0, 60));
+        assert_eq!(shared.warmups.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.deliveries.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.other_frames.load(Ordering::Relaxed), 0);
+        assert_eq!(shared.latency.count(), 1);
     }
 }

@@ -41,7 +41,7 @@ use serde::Serialize;
 
 use crate::burst::burst;
 use crate::proc::{self, Server};
-use crate::stream::conn::Shared;
+use crate::stream::conn::{Shared, WARMUP_TAG};
 use crate::stream::setup::{Api, PASSWORD};
 use crate::stream::{CpuSnapshot, CpuUse, Environment, Plan, Watched, messages_for, run_load};
 use client::{Login, Mechanism, XConn};
@@ -140,6 +140,11 @@ pub struct ChatArgs {
     /// Bytes of each message body.
     #[arg(long, default_value_t = 60)]
     body_bytes: usize,
+    /// Measure from each pair's very first message instead of after a
+    /// warm-up round (see `warm_up`): the first messages then also create
+    /// the pairs' conversations.
+    #[arg(long)]
+    cold: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -458,9 +463,6 @@ async fn chat(
         conns.len(),
         started.elapsed().as_secs_f64()
     );
-    // Let presence settle before measuring.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let setup_seconds = setup_start.elapsed().as_secs_f64();
     let plan = Plan {
         senders: (0..args.users)
             .map(|u| (u, format!("{}@{}", names[u ^ 1], t.domain)))
@@ -478,6 +480,12 @@ async fn chat(
             "<message to='{to}' type='chat' id='m{k}'><body>{body}</body></message>"
         ))
     };
+    if !args.cold {
+        warm_up(&send, &shared, &plan).await?;
+    }
+    // Let presence settle before measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let setup_seconds = setup_start.elapsed().as_secs_f64();
     let report = run_load(
         "xmpp chat",
         serde_json::to_value(args)?,
@@ -491,6 +499,47 @@ async fn chat(
     )
     .await?;
     Ok(report.print(t.json))
+}
+
+/// Before the clock starts, one message from every sender to its peer,
+/// all delivered. A pair's first messages do one-off work: on Natter they
+/// create the pair's direct conversation, and each session looks its peer's
+/// conversation up once. That is set-up, like the accounts (the JSON API's
+/// chat scenario creates its conversations over REST before measuring),
+/// and counting it would make a run's p99 depend on its length. `--cold`
+/// measures it instead.
+async fn warm_up(
+    send: &dyn Fn(usize, usize, &str) -> bool,
+    shared: &Shared,
+    plan: &Plan,
+) -> anyhow::Result<()> {
+    const WAIT: Duration = Duration::from_secs(60);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    for s in 0..plan.senders.len() {
+        // Ids past the load's, so that no stanza id repeats.
+        if send(plan.messages + s, s, &format!("{WARMUP_TAG}{s}")) {
+            sent += 1;
+        }
+    }
+    let want = sent * u64::from(plan.expected);
+    loop {
+        let got = shared.warmups.load(Ordering::Relaxed);
+        if got >= want {
+            break;
+        }
+        ensure!(
+            started.elapsed() < WAIT,
+            "warm-up: {got} of {want} messages delivered in {} s",
+            WAIT.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "setup: warm-up, one message from each of {sent} senders, delivered in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 #[derive(Serialize)]
