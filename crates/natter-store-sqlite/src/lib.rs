@@ -143,7 +143,7 @@ impl SqliteStore {
                 )));
             }
         }
-        let checkpointer = Checkpointer::start(&mut write_conn, path)?;
+        let checkpointer = Checkpointer::start(&mut write_conn, path, checkpoint::Policy::DEFAULT)?;
         let start = events::head(&write_conn, i64::MAX)?.minor;
         let head = DurableHead::new(start);
         let recent = Arc::new(Recent::new(start));
@@ -503,17 +503,25 @@ impl Store for SqliteStore {
         if marks.is_empty() {
             return Ok(());
         }
-        let marks = marks.to_vec();
-        self.write(move |c| {
-            for &(id, user, seq) in &marks {
-                match messages::mark(c, id, user, seq, messages::Marker::Delivered) {
-                    Ok(_) | Err(StoreError::NotMember | StoreError::NotFound(_)) => {}
-                    Err(e) => return Err(e),
+        // A job of a thousand marks held the writer for several
+        // milliseconds, and every message queued behind it waited that
+        // long; in jobs of this size, one after the other, appends slip in
+        // between.
+        const MARKS_PER_JOB: usize = 64;
+        for chunk in marks.chunks(MARKS_PER_JOB) {
+            let chunk = chunk.to_vec();
+            self.write(move |c| {
+                for &(id, user, seq) in &chunk {
+                    match messages::mark(c, id, user, seq, messages::Marker::Delivered) {
+                        Ok(_) | Err(StoreError::NotMember | StoreError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
-            }
-            Ok(())
-        })
-        .await
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     // --- events ---------------------------------------------------------

@@ -1444,6 +1444,19 @@ pub async fn delivered_markers_in_bulk(store: Arc<dyn Store>) {
     assert_eq!(store.mark_delivered(ab.id, bob.id, 1).await.unwrap(), 2);
     assert_eq!(store.mark_delivered(ac.id, carol.id, 1).await.unwrap(), 3);
     store.mark_delivered_many(&[]).await.unwrap();
+
+    // a burst is applied whole, however a backend splits it: its last
+    // mark, after hundreds that move nothing, moves bob to the end
+    let from = store.event_head().await.unwrap();
+    let mut burst = vec![(ab.id, bob.id, 1); 500];
+    burst.push((ab.id, bob.id, 3));
+    store.mark_delivered_many(&burst).await.unwrap();
+    let events = all_events(store, from).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(matches!(
+        &events[0].kind,
+        EventKind::Delivered { user, seq: 3 } if *user == bob.username
+    ));
 }
 
 pub async fn presence_relations(store: Arc<dyn Store>) {

@@ -350,8 +350,9 @@ pub trait Store: Send + Sync + 'static {
     /// fails the call.
     ///
     /// Delivered markers come in bursts (every message delivered to a
-    /// device moves one), so backends write them in one go: one
-    /// transaction, one commit to wait for.
+    /// device moves one), so backends write them in a few large steps, not
+    /// one commit each. Each mark stands alone: the call is not atomic,
+    /// and after an error some marks may have moved.
     async fn mark_delivered_many(&self, marks: &[(ConversationId, UserId, i64)])
     -> StoreResult<()>;
 
