@@ -100,21 +100,7 @@ impl Checkpointer {
                 drop(conn);
             })
             .map_err(|e| StoreError::Backend(format!("cannot start a store thread: {e}")))?;
-        // Replaces SQLite's auto-checkpoint, which is itself a WAL hook.
-        let mut hook = Hook {
-            policy,
-            next: policy.every,
-            log: 0,
-            seen: 0,
-            wake,
-            passes,
-        };
-        write_conn
-            .wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
-                hook.after_commit(wal, pages);
-                Ok(())
-            }))
-            .map_err(crate::codec::db_error)?;
+        Hook::install(write_conn, policy, wake, passes)?;
         Ok(Checkpointer {
             thread: Some(thread),
         })
@@ -124,7 +110,7 @@ impl Checkpointer {
 /// A wake-up of the checkpointer: which log (counted from 0 by restarts,
 /// as the writer sees them) and its size when it was sent. The thread
 /// hands it back, packed, once its pass is over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 struct Pass {
     log: u32,
     pages: u32,
@@ -168,6 +154,31 @@ impl Drop for Checkpointer {
 }
 
 impl Hook {
+    /// Hooks `write_conn`'s commits, waking the checkpointer through
+    /// `wake` and learning of its finished passes from `passes`. This
+    /// replaces SQLite's auto-checkpoint, which is itself a WAL hook.
+    fn install(
+        write_conn: &mut Connection,
+        policy: Policy,
+        wake: SyncSender<Pass>,
+        passes: Arc<AtomicU64>,
+    ) -> StoreResult<()> {
+        let mut hook = Hook {
+            policy,
+            next: policy.every,
+            log: 0,
+            seen: 0,
+            wake,
+            passes,
+        };
+        write_conn
+            .wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
+                hook.after_commit(wal, pages);
+                Ok(())
+            }))
+            .map_err(crate::codec::db_error)
+    }
+
     /// Runs on the writer thread after each commit, with the pages now in
     /// the log. The checkpointer is woken once per [`Policy::every`] new
     /// pages, SQLite's own cadence, not once per commit (each checkpoint
@@ -262,19 +273,7 @@ mod tests {
             .unwrap();
         let (wake, woken) = sync_channel::<Pass>(1);
         let passes = Arc::new(AtomicU64::new(0));
-        let mut hook = Hook {
-            policy,
-            next: policy.every,
-            log: 0,
-            seen: 0,
-            wake,
-            passes: passes.clone(),
-        };
-        conn.wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
-            hook.after_commit(wal, pages);
-            Ok(())
-        }))
-        .unwrap();
+        Hook::install(&mut conn, policy, wake, passes.clone()).unwrap();
         (conn, woken, passes)
     }
 

@@ -371,10 +371,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<(Conversation, bool)> {
         // The common case, an existing conversation, costs a read instead
         // of a turn of the writer and a sync.
-        if a != b
-            && let Some(conv) = self
-                .read(move |c| conversations::existing_direct(c, a, b))
-                .await?
+        if let Some(conv) = self
+            .read(move |c| conversations::existing_direct(c, a, b))
+            .await?
         {
             return Ok((conv, false));
         }
@@ -500,9 +499,6 @@ impl Store for SqliteStore {
         &self,
         marks: &[(ConversationId, UserId, i64)],
     ) -> StoreResult<()> {
-        if marks.is_empty() {
-            return Ok(());
-        }
         // A job of a thousand marks held the writer for several
         // milliseconds, and every message queued behind it waited that
         // long; in jobs of this size, one after the other, appends slip in

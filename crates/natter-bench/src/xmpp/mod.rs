@@ -515,13 +515,10 @@ async fn warm_up(
 ) -> anyhow::Result<()> {
     const WAIT: Duration = Duration::from_secs(60);
     let started = Instant::now();
-    let mut sent = 0u64;
-    for s in 0..plan.senders.len() {
-        // Ids past the load's, so that no stanza id repeats.
-        if send(plan.messages + s, s, &format!("{WARMUP_TAG}{s}")) {
-            sent += 1;
-        }
-    }
+    // Ids past the load's, so that no stanza id repeats.
+    let sent = (0..plan.senders.len())
+        .filter(|&s| send(plan.messages + s, s, &format!("{WARMUP_TAG}{s}")))
+        .count() as u64;
     let want = sent * u64::from(plan.expected);
     loop {
         let got = shared.warmups.load(Ordering::Relaxed);
